@@ -1,0 +1,1 @@
+//! The fuser::Filesystem adapter: convert, call the overlay, reply once.

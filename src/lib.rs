@@ -1,0 +1,19 @@
+//! layerfs: a copy-on-write layered filesystem (FUSE), an image store, containers on top of it,
+//! a registry client and a benchmark. See README.md for the architecture.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod bench;
+pub mod cli;
+pub mod daemon;
+pub mod error;
+pub mod fuse;
+pub mod image;
+pub mod mountopts;
+pub mod overlay;
+pub mod store;
+pub mod sys;
+
+pub use error::{Error, Result};

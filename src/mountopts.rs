@@ -1,0 +1,333 @@
+//! `-o` option parsing for `layerfs mount`, compatible with fuse-overlayfs and mount.fuse3.
+//! Pure: no I/O here, so every rule is a table-test row.
+use std::path::PathBuf;
+
+use crate::{Error, Result};
+
+/// What the user asked for, after parsing every `-o` argument.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountOptions {
+    /// Lower layers, top first (as in `lowerdir=top:...:bottom`).
+    pub lowerdirs: Vec<PathBuf>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    /// Kernel mount flags and FUSE options passed through to the mount.
+    pub flags: Vec<KernelFlag>,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    pub read_only: bool,
+    pub fsname: Option<String>,
+    /// SELinux contexts and other options handed to mount(2) verbatim (`context="a,b"`).
+    pub passthrough_mount_opts: Vec<String>,
+    /// fsync/fsyncdir reach the disk (off with `fsync=0` or `volatile`).
+    pub fsync: bool,
+    /// Read and write `user.overlay.*` markers instead of `trusted.overlay.*` (kernel `userxattr`).
+    pub userxattr: bool,
+    /// Request threads (`threads=N`); default: one per CPU, at least 2.
+    pub threads: Option<usize>,
+    /// Hand open files to the kernel (FUSE passthrough) where it is granted (`passthrough=off`).
+    pub passthrough: bool,
+    /// Attribute and entry cache timeout in seconds (`timeout=`).
+    pub timeout_secs: f64,
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFlag {
+    Suid,
+    NoSuid,
+    Dev,
+    NoDev,
+    Exec,
+    NoExec,
+    NoAtime,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            lowerdirs: Vec::new(),
+            upperdir: None,
+            workdir: None,
+            flags: Vec::new(),
+            allow_other: false,
+            default_permissions: false,
+            read_only: false,
+            fsname: None,
+            passthrough_mount_opts: Vec::new(),
+            fsync: true,
+            userxattr: false,
+            threads: None,
+            passthrough: true,
+            timeout_secs: 1.0,
+            debug: false,
+        }
+    }
+}
+
+/// Every option `layerfs mount -o` accepts, for the error message on an unknown one.
+pub const SUPPORTED: &str = "lowerdir=DIR[:DIR...], upperdir=DIR, workdir=DIR, \
+ro, rw, allow_other, allow_root, default_permissions, suid, nosuid, dev, nodev, exec, noexec, \
+atime, noatime, relatime, strictatime, nodiratime, fsname=NAME, subtype=NAME, \
+context=, fscontext=, defcontext=, rootcontext=, fsync=0|1, volatile, userxattr, \
+xino=on|off|auto, redirect_dir=off, index=off, metacopy=off, noacl, threads=N, \
+passthrough=on|off, timeout=SECONDS, debug, defaults, auto, noauto, nonempty, _netdev, x-*";
+
+impl MountOptions {
+    /// Parses the values of every `-o` given, in order (later options win).
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions> {
+        let mut o = MountOptions::default();
+        for arg in args {
+            for item in split_options(arg.as_ref())? {
+                o.apply(&item)?;
+            }
+        }
+        Ok(o)
+    }
+
+    fn apply(&mut self, item: &str) -> Result<()> {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (item, None),
+        };
+        let need = |v: Option<&str>| {
+            v.filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::Usage(format!("mount option {key} needs a value ({key}=...)"))
+                })
+        };
+        match key {
+            "lowerdir" => {
+                let v = need(value)?;
+                self.lowerdirs = split_lowerdirs(&v)?;
+            }
+            "upperdir" => self.upperdir = Some(PathBuf::from(unescape(&need(value)?))),
+            "workdir" => self.workdir = Some(PathBuf::from(unescape(&need(value)?))),
+            "ro" => self.read_only = true,
+            "rw" => self.read_only = false,
+            "allow_other" | "allow_root" => self.allow_other = true,
+            "default_permissions" => self.default_permissions = true,
+            "suid" => self.flags.push(KernelFlag::Suid),
+            "nosuid" => self.flags.push(KernelFlag::NoSuid),
+            "dev" => self.flags.push(KernelFlag::Dev),
+            "nodev" => self.flags.push(KernelFlag::NoDev),
+            "exec" => self.flags.push(KernelFlag::Exec),
+            "noexec" => self.flags.push(KernelFlag::NoExec),
+            "noatime" => self.flags.push(KernelFlag::NoAtime),
+            "atime" | "relatime" | "strictatime" | "nodiratime" | "diratime" | "lazytime" => {}
+            "fsname" => self.fsname = Some(need(value)?),
+            "subtype" => {
+                need(value)?;
+            }
+            "context" | "fscontext" | "defcontext" | "rootcontext" => {
+                self.passthrough_mount_opts
+                    .push(format!("{key}={}", need(value)?));
+            }
+            "fsync" => self.fsync = parse_bool(key, value)?,
+            "volatile" => self.fsync = false,
+            "userxattr" => self.userxattr = true,
+            "xino" => match value {
+                Some("on" | "off" | "auto") => {}
+                _ => return Err(bad_value(key, value, "on, off or auto")),
+            },
+            "redirect_dir" | "index" | "metacopy" | "nfs_export" => match value {
+                Some("off") => {}
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "mount option {item}: layerfs implements the kernel default only ({key}=off)"
+                    )));
+                }
+            },
+            "noacl" | "defaults" | "auto" | "noauto" | "nonempty" | "_netdev" | "user"
+            | "nouser" => {}
+            "threads" => {
+                let n: usize = need(value)?
+                    .parse()
+                    .map_err(|_| bad_value(key, value, "a number from 1 to 64"))?;
+                if !(1..=64).contains(&n) {
+                    return Err(bad_value(key, value, "a number from 1 to 64"));
+                }
+                self.threads = Some(n);
+            }
+            "passthrough" => self.passthrough = parse_bool(key, value)?,
+            "timeout" => {
+                let t: f64 = need(value)?
+                    .parse()
+                    .map_err(|_| bad_value(key, value, "seconds, e.g. 1 or 0.5"))?;
+                if !(0.0..=86400.0).contains(&t) {
+                    return Err(bad_value(key, value, "seconds from 0 to 86400"));
+                }
+                self.timeout_secs = t;
+            }
+            "debug" => self.debug = true,
+            k if k.starts_with("x-") => {}
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unknown mount option '{item}'. Supported options: {SUPPORTED}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bad_value(key: &str, value: Option<&str>, want: &str) -> Error {
+    Error::Usage(format!(
+        "mount option {key}={}: expected {want}",
+        value.unwrap_or("")
+    ))
+}
+
+fn parse_bool(key: &str, value: Option<&str>) -> Result<bool> {
+    match value {
+        None | Some("1" | "on" | "true" | "yes") => Ok(true),
+        Some("0" | "off" | "false" | "no") => Ok(false),
+        _ => Err(bad_value(key, value, "0/1 or on/off")),
+    }
+}
+
+/// Splits `a,b="x,y",c` at commas outside double quotes. A backslash keeps the next character
+/// (so `\,` is a literal comma); quotes are removed.
+pub fn split_options(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                // Keep the escape for lowerdir's `\:`; `\,` is resolved here.
+                match chars.next() {
+                    Some(',') => cur.push(','),
+                    Some(n) => {
+                        cur.push('\\');
+                        cur.push(n);
+                    }
+                    None => cur.push('\\'),
+                }
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(Error::Usage(format!(
+            "mount options '{s}': unbalanced double quote"
+        )));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// `a:b\:c:d` -> [a, "b:c", d]. Empty entries are an error, as in the kernel.
+pub fn split_lowerdirs(s: &str) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            ':' => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    if out.iter().any(String::is_empty) {
+        return Err(Error::Usage(format!(
+            "lowerdir={s}: empty layer path (separate layers with ':', write a literal colon as '\\:')"
+        )));
+    }
+    Ok(out.into_iter().map(PathBuf::from).collect())
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Vec<PathBuf> {
+        v.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn splits_options_and_lowerdirs() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a,b", &["a", "b"]),
+            ("context=\"x,y\",ro", &["context=x,y", "ro"]),
+            ("lowerdir=a\\,b", &["lowerdir=a,b"]),
+            ("lowerdir=a\\:b:c", &["lowerdir=a\\:b:c"]),
+            (",,a,", &["a"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(split_options(input).unwrap(), *want, "{input}");
+        }
+        assert_eq!(split_lowerdirs("a:b\\:c:d").unwrap(), p(&["a", "b:c", "d"]));
+        assert!(split_lowerdirs("a::b").is_err());
+        assert!(split_options("a=\"b").is_err());
+    }
+
+    #[test]
+    fn parses_overlay_and_fuse_options() {
+        let o = MountOptions::parse(&[
+            "lowerdir=/l1:/l2,upperdir=/u,workdir=/w",
+            "allow_other,nodev,noatime,fsname=x,context=\"system_u:object_r:a,b\",fsync=0",
+        ])
+        .unwrap();
+        assert_eq!(o.lowerdirs, p(&["/l1", "/l2"]));
+        assert_eq!(o.upperdir, Some(PathBuf::from("/u")));
+        assert_eq!(o.workdir, Some(PathBuf::from("/w")));
+        assert!(o.allow_other);
+        assert_eq!(o.flags, vec![KernelFlag::NoDev, KernelFlag::NoAtime]);
+        assert_eq!(o.fsname.as_deref(), Some("x"));
+        assert_eq!(
+            o.passthrough_mount_opts,
+            vec!["context=system_u:object_r:a,b"]
+        );
+        assert!(!o.fsync);
+    }
+
+    #[test]
+    fn unknown_options_are_errors_listing_the_supported_ones() {
+        let e = MountOptions::parse(&["lowerdir=/a,bogus"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown mount option 'bogus'"), "{e}");
+        assert!(e.contains("upperdir=DIR"), "{e}");
+        for bad in [
+            "threads=0",
+            "threads=x",
+            "redirect_dir=on",
+            "xino=maybe",
+            "timeout=-1",
+            "lowerdir=",
+        ] {
+            assert!(MountOptions::parse(&[bad]).is_err(), "{bad}");
+        }
+    }
+}

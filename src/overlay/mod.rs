@@ -1,0 +1,1 @@
+//! Union logic with no fuser types. See the module docs of each file.

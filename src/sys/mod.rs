@@ -1,0 +1,1 @@
+//! Thin syscall helpers. All `unsafe` in the crate lives under this module.
