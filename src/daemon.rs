@@ -11,7 +11,7 @@
 //! connected"), then waits for the recorded daemon to exit through a pidfd.
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
@@ -123,7 +123,6 @@ fn serve(
         Duration::from_secs_f64(opts.timeout_secs),
         opts.passthrough,
     );
-    let inval = fs.invalidations();
     let config = fuse_config(opts);
     let session = match fuser::Session::new(fs, mnt, &config) {
         Ok(s) => s,
@@ -135,10 +134,6 @@ fn serve(
             return Err(err);
         }
     };
-    let (tx, rx) = mpsc::channel();
-    let _ = inval.set(tx);
-    let notifier = session.notifier();
-    std::thread::spawn(move || crate::fuse::run_invalidations(rx, notifier));
     let pidfile = record_pid(mnt);
     if let Some(mut s) = status {
         let _ = s.write_all(b"ok");

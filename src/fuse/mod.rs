@@ -5,12 +5,11 @@
 //! grants it (one backing file per inode, shared by its open handles); otherwise they are
 //! served from the handle's fd with pread/pwrite.
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak, mpsc};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fuser::{
@@ -26,14 +25,10 @@ pub mod handles;
 
 use crate::overlay::dirops::NewKind;
 use crate::overlay::fileops::SetAttr;
-use crate::overlay::node::{Link, Node, NodeId};
+use crate::overlay::node::{Node, NodeId};
 use crate::overlay::readdir::DirEntry;
 use crate::overlay::{Caller, Entry, Overlay};
 use handles::{DirH, Fh, FileH, Handle, Handles};
-
-/// A name whose kernel dentry must be dropped (sent from a thread of its own, never from
-/// inside a request handler).
-pub type Inval = (INodeNo, OsString);
 
 pub struct LayerFs {
     ov: Arc<Overlay>,
@@ -43,7 +38,6 @@ pub struct LayerFs {
     passthrough: AtomicBool,
     /// Node -> its passthrough backing file (and whether that is the upper copy).
     backing: Mutex<HashMap<NodeId, (Weak<BackingId>, bool)>>,
-    inval: Arc<OnceLock<mpsc::Sender<Inval>>>,
 }
 
 fn errno(e: crate::Error) -> Errno {
@@ -66,13 +60,7 @@ impl LayerFs {
             want_passthrough: passthrough,
             passthrough: AtomicBool::new(false),
             backing: Mutex::new(HashMap::new()),
-            inval: Arc::new(OnceLock::new()),
         }
-    }
-
-    /// Where the daemon plugs in the sender of its invalidation thread.
-    pub fn invalidations(&self) -> Arc<OnceLock<mpsc::Sender<Inval>>> {
-        self.inval.clone()
     }
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
@@ -80,18 +68,15 @@ impl LayerFs {
     }
 
     fn reply_entry(&self, reply: ReplyEntry, e: &Entry) {
-        reply.entry(&self.ttl, &attr::to_fuse(&e.attr), Generation(0));
-    }
-
-    /// Names of a lower hard link separated by a copy-up: make the kernel look them up again.
-    fn drop_links(&self, links: Vec<Link>) {
-        if links.is_empty() {
-            return;
-        }
-        if let Some(tx) = self.inval.get() {
-            for l in links {
-                let _ = tx.send((INodeNo(l.parent.id.0), l.name));
-            }
+        let mut a = attr::to_fuse(&e.attr);
+        if a.ino.0 == e.node.id.0 {
+            reply.entry(&self.ttl, &a, Generation(0));
+        } else {
+            // fuser sends attr.ino as the node id too. A node showing another inode number
+            // (a name of a lower hard link) gets no attribute cache, so that `stat` asks us
+            // and sees the number from getattr.
+            a.ino = INodeNo(e.node.id.0);
+            reply.entry_with_ttls(&Duration::ZERO, &self.ttl, &a, Generation(0));
         }
     }
 
@@ -170,8 +155,11 @@ impl LayerFs {
 
 impl fuser::Filesystem for LayerFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS);
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_CACHE_SYMLINKS
+                | InitFlags::FUSE_POSIX_ACL,
+        );
         if self.want_passthrough
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
@@ -256,10 +244,7 @@ impl fuser::Filesystem for LayerFs {
             self.ov.setattr(&n, &sa, fd).map_err(errno)
         });
         match r {
-            Ok((a, dropped)) => {
-                self.drop_links(dropped);
-                reply.attr(&self.ttl, &attr::to_fuse(&a));
-            }
+            Ok(a) => reply.attr(&self.ttl, &attr::to_fuse(&a)),
             Err(e) => reply.error(e),
         }
     }
@@ -400,10 +385,7 @@ impl fuser::Filesystem for LayerFs {
             self.ov.link(&n, &np, newname).map_err(errno)
         });
         match r {
-            Ok((e, dropped)) => {
-                self.drop_links(dropped);
-                self.reply_entry(reply, &e);
-            }
+            Ok(e) => self.reply_entry(reply, &e),
             Err(e) => reply.error(e),
         }
     }
@@ -417,7 +399,6 @@ impl fuser::Filesystem for LayerFs {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
-        self.drop_links(opened.dropped);
         let backing = self.backing_for(node.id, opened.upper, || {
             reply.open_backing(opened.fd.as_fd())
         });
@@ -663,10 +644,7 @@ impl fuser::Filesystem for LayerFs {
             self.ov.setxattr(&n, &name, value, flags).map_err(errno)
         });
         match r {
-            Ok(dropped) => {
-                self.drop_links(dropped);
-                reply.ok();
-            }
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -692,10 +670,7 @@ impl fuser::Filesystem for LayerFs {
             self.ov.removexattr(&n, &name).map_err(errno)
         });
         match r {
-            Ok(dropped) => {
-                self.drop_links(dropped);
-                reply.ok();
-            }
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -843,14 +818,5 @@ fn reply_xattr(reply: ReplyXattr, r: Result<Vec<u8>, Errno>, size: u32) {
         Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
         Ok(v) => reply.data(&v),
         Err(e) => reply.error(e),
-    }
-}
-
-/// Sends queued dentry invalidations until the session ends (the sender side is dropped).
-pub fn run_invalidations(rx: mpsc::Receiver<Inval>, notifier: fuser::Notifier) {
-    for (parent, name) in rx {
-        if let Err(e) = notifier.inval_entry(parent, &name) {
-            log::debug!("inval_entry {:?}: {e}", OsStr::from_bytes(name.as_bytes()));
-        }
     }
 }

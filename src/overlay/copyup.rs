@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat, Timestamps};
 use rustix::io::Errno;
 
-use super::node::{Link, Node, NodeId};
+use super::node::{Node, NodeId};
 use super::{Overlay, Which, whiteout};
 use crate::sys::copy::copy_data;
 use crate::{Error, Result, sys};
@@ -29,10 +29,9 @@ pub enum Data {
 
 impl Overlay {
     /// Makes `node` present in the upper layer, copying up it and its ancestors as needed.
-    /// Returns the other names of a lower hard link, which now lead to a different file.
-    pub fn copy_up(&self, node: &Arc<Node>, data: Data) -> Result<Vec<Link>> {
+    pub fn copy_up(&self, node: &Arc<Node>, data: Data) -> Result<()> {
         if node.is_upper() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         self.writable()?;
         // Ancestors not yet in upper, nearest first; copied up farthest first.
@@ -49,11 +48,11 @@ impl Overlay {
         self.copy_up_one(node, data)
     }
 
-    fn copy_up_one(&self, node: &Arc<Node>, data: Data) -> Result<Vec<Link>> {
+    fn copy_up_one(&self, node: &Arc<Node>, data: Data) -> Result<()> {
         let _guard = node.copyup_lock.lock();
         let st = node.state();
         if st.upper {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let src_layer = Self::top_of(&st)?;
         let src_fd = self.layer_fd(src_layer)?;
@@ -74,16 +73,9 @@ impl Overlay {
             remove_any(work, &tmp);
             return Err(e.into());
         }
-        let dropped = node.update(|s| {
-            s.upper = true;
-            if node.is_dir() {
-                Vec::new()
-            } else {
-                s.links.split_off(1)
-            }
-        });
+        node.update(|s| s.upper = true);
         self.nodes.set_upper_alias(node, tmp_ino);
-        Ok(dropped)
+        Ok(())
     }
 
     fn build_copy(

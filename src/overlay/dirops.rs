@@ -14,7 +14,7 @@ use rustix::io::Errno;
 
 use super::copyup::{Data, remove_any};
 use super::lookup::{Probe, Resolved, probe};
-use super::node::{Link, Node};
+use super::node::Node;
 use super::{Caller, Entry, Overlay, Which, name_ok};
 use crate::{Error, Result, sys};
 
@@ -117,17 +117,12 @@ impl Overlay {
     }
 
     /// Adds the name `newparent/newname` for `node` (copying it up first).
-    pub fn link(
-        &self,
-        node: &Arc<Node>,
-        newparent: &Arc<Node>,
-        newname: &OsStr,
-    ) -> Result<(Entry, Vec<Link>)> {
+    pub fn link(&self, node: &Arc<Node>, newparent: &Arc<Node>, newname: &OsStr) -> Result<Entry> {
         if node.is_dir() {
             return Err(Error::Sys(Errno::PERM));
         }
         let cname = name_ok(newname)?;
-        let dropped = self.copy_up(node, Data::Full)?;
+        self.copy_up(node, Data::Full)?;
         self.copy_up(newparent, Data::Full)?;
         let src = node.path()?;
         let ppath = newparent.path()?;
@@ -146,10 +141,7 @@ impl Overlay {
                 }
             }
         }
-        Ok((
-            self.entry_after_change(newparent, &ppath, newname)?,
-            dropped,
-        ))
+        self.entry_after_change(newparent, &ppath, newname)
     }
 
     /// Removes a non-directory name.
@@ -214,7 +206,7 @@ impl Overlay {
         } else if needs_wh {
             self.place_whiteout(&rel)?;
         }
-        if let Some(node) = self.nodes.get(self.id_of(&r)) {
+        if let Some(node) = self.nodes.get(self.id_of(parent.id, name, &r).0) {
             node.remove_link(parent.id, name);
         }
         Ok(())

@@ -8,7 +8,7 @@ use rustix::io::Errno;
 
 use super::copyup::Data;
 use super::dirops::open_flags;
-use super::node::{Link, Node};
+use super::node::Node;
 use super::{Attr, Overlay, Which, whiteout};
 use crate::{Error, Result, sys};
 
@@ -35,8 +35,6 @@ pub struct SetAttr {
 pub struct Opened {
     pub fd: OwnedFd,
     pub upper: bool,
-    /// Other names of a lower hard link that this open's copy-up separated.
-    pub dropped: Vec<Link>,
 }
 
 fn wants_write(flags: OFlags) -> bool {
@@ -48,7 +46,6 @@ impl Overlay {
     /// Opens a regular file; a write open copies it up first (without data under O_TRUNC).
     pub fn open(&self, node: &Arc<Node>, flags: i32) -> Result<Opened> {
         let flags = open_flags(flags);
-        let mut dropped = Vec::new();
         if wants_write(flags) {
             if self.is_read_only() {
                 return Err(Error::Sys(Errno::ROFS));
@@ -58,7 +55,7 @@ impl Overlay {
             } else {
                 Data::Full
             };
-            dropped = self.copy_up(node, data)?;
+            self.copy_up(node, data)?;
         }
         let st = node.state();
         let w = Self::top_of(&st)?;
@@ -66,22 +63,16 @@ impl Overlay {
         Ok(Opened {
             fd,
             upper: w == Which::Upper,
-            dropped,
         })
     }
 
-    pub fn setattr(
-        &self,
-        node: &Arc<Node>,
-        a: &SetAttr,
-        fh: Option<&OwnedFd>,
-    ) -> Result<(Attr, Vec<Link>)> {
+    pub fn setattr(&self, node: &Arc<Node>, a: &SetAttr, fh: Option<&OwnedFd>) -> Result<Attr> {
         let data = if a.size == Some(0) {
             Data::Empty
         } else {
             Data::Full
         };
-        let dropped = self.copy_up(node, data)?;
+        self.copy_up(node, data)?;
         let upper = self.layer_fd(Which::Upper)?;
         let path = node.path()?;
         if a.uid.is_some() || a.gid.is_some() {
@@ -117,7 +108,7 @@ impl Overlay {
             };
             rustix::fs::utimensat(upper, &path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
         }
-        Ok((self.getattr(node)?, dropped))
+        self.getattr(node)
     }
 
     pub fn readlink(&self, node: &Node) -> Result<Vec<u8>> {
@@ -153,18 +144,12 @@ impl Overlay {
         Ok(out)
     }
 
-    pub fn setxattr(
-        &self,
-        node: &Arc<Node>,
-        name: &CStr,
-        value: &[u8],
-        flags: i32,
-    ) -> Result<Vec<Link>> {
+    pub fn setxattr(&self, node: &Arc<Node>, name: &CStr, value: &[u8], flags: i32) -> Result<()> {
         if whiteout::is_private_xattr(name.to_bytes()) {
             return Err(Error::Sys(Errno::PERM));
         }
         self.writable()?;
-        let dropped = self.copy_up(node, Data::Full)?;
+        self.copy_up(node, Data::Full)?;
         sys::lsetxattr(
             self.layer_fd(Which::Upper)?,
             &node.path()?,
@@ -172,10 +157,10 @@ impl Overlay {
             value,
             flags,
         )?;
-        Ok(dropped)
+        Ok(())
     }
 
-    pub fn removexattr(&self, node: &Arc<Node>, name: &CStr) -> Result<Vec<Link>> {
+    pub fn removexattr(&self, node: &Arc<Node>, name: &CStr) -> Result<()> {
         if whiteout::is_private_xattr(name.to_bytes()) {
             return Err(Error::Sys(Errno::NODATA));
         }
@@ -184,9 +169,9 @@ impl Overlay {
         if !node.is_upper() {
             self.getxattr(node, name)?;
         }
-        let dropped = self.copy_up(node, Data::Full)?;
+        self.copy_up(node, Data::Full)?;
         sys::lremovexattr(self.layer_fd(Which::Upper)?, &node.path()?, name)?;
-        Ok(dropped)
+        Ok(())
     }
 
     /// fsyncdir: flush the upper directory when there is one.

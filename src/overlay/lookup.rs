@@ -133,27 +133,31 @@ impl Overlay {
         Ok(found)
     }
 
-    /// The id a resolved entry gets (see node.rs for why it derives from inode numbers).
-    pub(super) fn id_of(&self, r: &Resolved) -> NodeId {
+    /// The node id and shown inode number of `parent/name` resolved as `r` (see node.rs for
+    /// why they derive from inode numbers).
+    pub(super) fn id_of(&self, parent: NodeId, name: &OsStr, r: &Resolved) -> (NodeId, u64) {
         if r.upper {
             if let Some(id) = self.nodes.upper_alias(r.stat.st_ino) {
-                return id;
+                let ino = self.nodes.get(id).map_or(id.0, |n| n.ino);
+                return (id, ino);
             }
             if let Some((dev, ino, nlink)) = r.origin {
                 // A copied-up file keeps its lower inode number, unless hard links make that
                 // number ambiguous (kernel overlayfs makes the same choice).
                 if r.kind == FileType::Directory || (nlink == 1 && r.stat.st_nlink == 1) {
-                    return self.node_id_for(dev, ino);
+                    let id = self.node_id_for(dev, ino);
+                    return (id, id.0);
                 }
             }
         }
         let id = self.node_id_for(r.stat.st_dev, r.stat.st_ino);
-        if r.kind != FileType::Directory && self.nodes.get(id).is_some_and(|n| n.is_upper()) {
-            // A lower hard link whose sibling name was copied up: that copy is another file
-            // now (copy-up breaks lower hard links, as in overlayfs), so this name gets its own id.
-            return NodeId(id.0 ^ (1 << 63));
+        if !r.upper && r.kind != FileType::Directory && r.stat.st_nlink > 1 {
+            // Each name of a lower hard link is its own node: a write through one name copies
+            // up that name only (overlayfs breaks lower hard links on copy-up), and FUSE's
+            // open doesn't say which name was used. All of them show the lower inode number.
+            return (per_name_id(parent, name, id), id.0);
         }
-        id
+        (id, id.0)
     }
 
     /// Looks `name` up in `parent`, taking one lookup reference on the node returned.
@@ -174,14 +178,14 @@ impl Overlay {
 
     /// Turns a resolution into a node (new or shared) with one more lookup reference.
     pub(super) fn entry_from(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Entry {
-        let id = self.id_of(&r);
+        let (id, ino) = self.id_of(parent.id, name, &r);
         let make = || NodeState {
             links: Vec::new(),
             upper: r.upper,
             lowers: r.lowers.clone(),
             upper_ino: None,
         };
-        let node = self.nodes.lookup_or_insert(id, r.kind, make);
+        let node = self.nodes.lookup_or_insert(id, ino, r.kind, make);
         node.update(|s| {
             // A resolution that raced with this node's copy-up must not undo it.
             if r.upper || !s.upper {
@@ -216,4 +220,13 @@ impl Overlay {
         }
         Ok(false)
     }
+}
+
+/// A node id for one name of a lower hard link: tagged with the top bit, which inode numbers
+/// of real filesystems don't use, and derived from the name so that it is stable.
+fn per_name_id(parent: NodeId, name: &OsStr, id: NodeId) -> NodeId {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (parent.0, name, id.0).hash(&mut h);
+    NodeId((1 << 63) | (h.finish() >> 1))
 }

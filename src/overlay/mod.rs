@@ -144,8 +144,12 @@ impl Overlay {
             lowers: (0..ov.lowers.len()).map(|i| LowerIdx(i as u16)).collect(),
             upper_ino: None,
         };
-        ov.nodes
-            .insert_root(Node::new(NodeId::ROOT, FileType::Directory, root_state));
+        ov.nodes.insert_root(Node::new(
+            NodeId::ROOT,
+            NodeId::ROOT.0,
+            FileType::Directory,
+            root_state,
+        ));
         Ok(ov)
     }
 
@@ -224,9 +228,9 @@ impl Overlay {
     }
 
     fn fix_attr(&self, node: &Node, st: &NodeState, a: &mut Attr) {
-        a.st_ino = node.id.0;
-        // Like overlayfs: a merged directory's link count can't be known cheaply; report 1.
-        if node.is_dir() && st.upper && !st.lowers.is_empty() && node.id != NodeId::ROOT {
+        a.st_ino = node.ino;
+        // Like overlayfs: a directory merged from several layers reports one link.
+        if node.is_dir() && usize::from(st.upper) + st.lowers.len() > 1 {
             a.st_nlink = 1;
         }
     }

@@ -53,6 +53,9 @@ pub struct NodeState {
 #[derive(Debug)]
 pub struct Node {
     pub id: NodeId,
+    /// The `st_ino` shown for this node. Equal to `id` except for the names of a lower hard
+    /// link, which are separate nodes (copy-up separates them) showing one inode number.
+    pub ino: u64,
     pub kind: FileType,
     lookups: AtomicU64,
     state: RwLock<NodeState>,
@@ -61,9 +64,10 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(id: NodeId, kind: FileType, state: NodeState) -> Node {
+    pub fn new(id: NodeId, ino: u64, kind: FileType, state: NodeState) -> Node {
         Node {
             id,
+            ino,
             kind,
             lookups: AtomicU64::new(0),
             state: RwLock::new(state),
@@ -186,6 +190,7 @@ impl NodeTable {
     pub fn lookup_or_insert(
         &self,
         id: NodeId,
+        ino: u64,
         kind: FileType,
         make: impl FnOnce() -> NodeState,
     ) -> Arc<Node> {
@@ -206,12 +211,12 @@ impl NodeTable {
             }
             // The kernel will forget the old inode under the same id: carry its count over.
             let carried = n.lookups.load(Ordering::Relaxed);
-            let fresh = Arc::new(Node::new(id, kind, make()));
+            let fresh = Arc::new(Node::new(id, ino, kind, make()));
             fresh.lookups.store(carried + 1, Ordering::Relaxed);
             map.insert(id, fresh.clone());
             return fresh;
         }
-        let fresh = Arc::new(Node::new(id, kind, make()));
+        let fresh = Arc::new(Node::new(id, ino, kind, make()));
         fresh.lookups.store(1, Ordering::Relaxed);
         map.insert(id, fresh.clone());
         fresh

@@ -43,8 +43,10 @@ impl Overlay {
             .resolve(&pst, &ppath, name)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         let dst = self.resolve(&npst, &nppath, newname)?;
-        let src_node = self.nodes.get(self.id_of(&src));
-        let dst_node = dst.as_ref().and_then(|d| self.nodes.get(self.id_of(d)));
+        let src_node = self.nodes.get(self.id_of(parent.id, name, &src).0);
+        let dst_node = dst
+            .as_ref()
+            .and_then(|d| self.nodes.get(self.id_of(newparent.id, newname, d).0));
         let src_dir = src.kind == FileType::Directory;
         if src_dir && (!src.upper || !src.lowers.is_empty()) {
             return Err(Error::Sys(Errno::XDEV));
@@ -107,14 +109,17 @@ impl Overlay {
         let work = self.writable()?.work.fd();
         let opaque = self.opaque_xattr();
         let old_lower = self.lower_positive(&pst, &ppath, name)?;
-        let new_lower = self.lower_positive(&npst, &nppath, newname)?;
+        // Like overlayfs: a directory moved into a merged directory becomes opaque, so that
+        // nothing a lower layer has (or later shows) under its new name merges into it.
+        let into_merged = !npst.lowers.is_empty();
+        let back_into_merged = !pst.lowers.is_empty();
 
         if exchange {
             let dst_dir = dst.as_ref().is_some_and(|d| d.kind == FileType::Directory);
-            if src_dir && new_lower {
+            if src_dir && into_merged {
                 sys::lsetxattr(upper, &old_rel, opaque, b"y", 0)?;
             }
-            if dst_dir && old_lower {
+            if dst_dir && back_into_merged {
                 sys::lsetxattr(upper, &new_rel, opaque, b"y", 0)?;
             }
             sys::rename(upper, &old_rel, upper, &new_rel, RenameFlags::EXCHANGE)?;
@@ -135,7 +140,7 @@ impl Overlay {
                 }
                 _ => {}
             }
-            if src_dir && new_lower {
+            if src_dir && into_merged {
                 sys::lsetxattr(upper, &old_rel, opaque, b"y", 0)?;
             }
             let rflags = if old_lower {
