@@ -1,1 +1,4 @@
-//! store: see README.md.
+//! store: content-addressed image store (see DESIGN.md "Store layout").
+pub mod digest;
+
+pub use digest::Digest;
