@@ -154,6 +154,11 @@ impl LayerWriter {
                         .map_err(|e| errmsg("open", &sofar, e))?;
                     set_opaque(cur.as_fd()).map_err(|e| errmsg("set opaque on", &sofar, e))?;
                 }
+                Err(Errno::NOTDIR | Errno::LOOP) if is_symlink_at(cur.as_fd(), comp) => {
+                    return Err(format!(
+                        "parent {sofar} is a symlink: refusing to follow a symlink inside the layer"
+                    ));
+                }
                 Err(Errno::NOTDIR) => {
                     return Err(format!("parent {sofar} is not a directory"));
                 }
@@ -428,6 +433,11 @@ pub fn make_whiteout(dfd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
         Mode::empty(),
         rfs::makedev(0, 0),
     )
+}
+
+fn is_symlink_at(dfd: BorrowedFd<'_>, name: &OsStr) -> bool {
+    rfs::statat(dfd, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
 }
 
 fn is_whiteout_at(dfd: BorrowedFd<'_>, name: &OsStr) -> bool {
