@@ -30,14 +30,22 @@ use crate::overlay::readdir::DirEntry;
 use crate::overlay::{Caller, Entry, Overlay};
 use handles::{DirH, Fh, FileH, Handle, Handles};
 
+#[derive(Debug)]
+enum IoMode {
+    /// This many handles are open in cached mode.
+    Cached(usize),
+    /// Handles pass through to this backing file while any holds it.
+    Passthrough(Weak<BackingId>),
+}
+
 pub struct LayerFs {
     ov: Arc<Overlay>,
     handles: Handles,
     ttl: Duration,
     want_passthrough: bool,
     passthrough: AtomicBool,
-    /// Node -> its passthrough backing file (and whether that is the upper copy).
-    backing: Mutex<HashMap<NodeId, (Weak<BackingId>, bool)>>,
+    /// The I/O mode of every inode with open files (see `io_mode`).
+    iomodes: Mutex<HashMap<NodeId, IoMode>>,
 }
 
 fn errno(e: crate::Error) -> Errno {
@@ -59,7 +67,7 @@ impl LayerFs {
             ttl,
             want_passthrough: passthrough,
             passthrough: AtomicBool::new(false),
-            backing: Mutex::new(HashMap::new()),
+            iomodes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,35 +88,66 @@ impl LayerFs {
         }
     }
 
-    /// The backing file for a passthrough open of `node`, shared with its other open handles.
-    /// `Err(())` when another handle still passes through to a different copy (the lower one,
-    /// before a copy-up): this handle must not use the page cache either.
-    fn backing_for(
+    /// How a new open of `node` does its I/O. The kernel gives an inode one I/O mode at a
+    /// time: cached (reads and writes through this daemon and the page cache) or passthrough
+    /// to one backing file. Lower copies are served cached (their data never changes, so the
+    /// page cache is kept across opens); an upper copy passes through, unless handles opened
+    /// before its copy-up still hold the inode in cached mode.
+    fn io_mode(
         &self,
         node: NodeId,
         upper: bool,
         open: impl FnOnce() -> std::io::Result<BackingId>,
-    ) -> Result<Option<Arc<BackingId>>, ()> {
+    ) -> (Option<Arc<BackingId>>, FopenFlags) {
+        let cached_flags = if upper {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
         if !self.passthrough.load(Ordering::Relaxed) {
+            return (None, cached_flags);
+        }
+        let mut map = self.iomodes.lock();
+        match map.get_mut(&node) {
+            Some(IoMode::Cached(n)) if *n > 0 => {
+                *n += 1;
+                return (None, FopenFlags::empty());
+            }
+            Some(IoMode::Passthrough(w)) => {
+                if let Some(b) = w.upgrade() {
+                    return (Some(b), FopenFlags::empty());
+                }
+            }
+            _ => {}
+        }
+        if upper {
+            match open() {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    map.insert(node, IoMode::Passthrough(Arc::downgrade(&b)));
+                    return (Some(b), FopenFlags::empty());
+                }
+                Err(e) => log::debug!("passthrough refused for node {}: {e}", node.0),
+            }
+        }
+        map.insert(node, IoMode::Cached(1));
+        (None, cached_flags)
+    }
+
+    /// The fd a read-only handle on a lower file should read now: the upper copy once the
+    /// file has been copied up (`None`: the handle's own fd).
+    fn current_fd(&self, f: &FileH) -> Result<Option<Arc<OwnedFd>>, Errno> {
+        if f.upper || !f.node.is_upper() {
             return Ok(None);
         }
-        let mut map = self.backing.lock();
-        if let Some((w, up)) = map.get(&node)
-            && let Some(b) = w.upgrade()
-        {
-            return if *up == upper { Ok(Some(b)) } else { Err(()) };
+        let mut slot = f.reopened.lock();
+        if let Some(fd) = &*slot {
+            return Ok(Some(fd.clone()));
         }
-        match open() {
-            Ok(b) => {
-                let b = Arc::new(b);
-                map.insert(node, (Arc::downgrade(&b), upper));
-                Ok(Some(b))
-            }
-            Err(e) => {
-                log::debug!("passthrough refused for node {}: {e}", node.0);
-                Ok(None)
-            }
-        }
+        let o = self.ov.open(&f.node, libc::O_RDONLY).map_err(errno)?;
+        let fd = Arc::new(o.fd);
+        *slot = Some(fd.clone());
+        Ok(Some(fd))
     }
 
     fn file(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
@@ -399,16 +438,14 @@ impl fuser::Filesystem for LayerFs {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
-        let backing = self.backing_for(node.id, opened.upper, || {
+        let (backing, flags) = self.io_mode(node.id, opened.upper, || {
             reply.open_backing(opened.fd.as_fd())
         });
-        let (backing, flags) = match backing {
-            Ok(b) => (b, FopenFlags::empty()),
-            Err(()) => (None, FopenFlags::FOPEN_DIRECT_IO),
-        };
         let fh = self.handles.insert(Handle::File(FileH {
             node,
             fd: opened.fd,
+            upper: opened.upper,
+            reopened: Mutex::new(None),
             backing: backing.clone(),
         }));
         match backing {
@@ -435,10 +472,15 @@ impl fuser::Filesystem for LayerFs {
         let Handle::File(f) = &*h else {
             return reply.error(Errno::EISDIR);
         };
+        let fresh = match self.current_fd(f) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
+        let fd = fresh.as_deref().unwrap_or(&f.fd);
         let mut buf = vec![0u8; size as usize];
         let mut done = 0usize;
         while done < buf.len() {
-            match rustix::io::pread(f.fd.as_fd(), &mut buf[done..], offset + done as u64) {
+            match rustix::io::pread(fd.as_fd(), &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -496,12 +538,20 @@ impl fuser::Filesystem for LayerFs {
     ) {
         if let Some(h) = self.handles.remove(Fh(fh.0))
             && let Handle::File(f) = &*h
-            && f.backing.is_some()
         {
             let id = f.node.id;
+            let passthrough = f.backing.is_some();
             drop(h);
-            let mut map = self.backing.lock();
-            if map.get(&id).is_some_and(|(w, _)| w.strong_count() == 0) {
+            let mut map = self.iomodes.lock();
+            let done = match map.get_mut(&id) {
+                Some(IoMode::Cached(n)) if !passthrough => {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                }
+                Some(IoMode::Passthrough(w)) => w.strong_count() == 0,
+                _ => false,
+            };
+            if done {
                 map.remove(&id);
             }
         }
@@ -699,14 +749,12 @@ impl fuser::Filesystem for LayerFs {
             Ok((_, None)) => return reply.error(Errno::EIO),
             Err(e) => return reply.error(e),
         };
-        let backing = self.backing_for(e.node.id, true, || reply.open_backing(fd.as_fd()));
-        let (backing, fflags) = match backing {
-            Ok(b) => (b, FopenFlags::empty()),
-            Err(()) => (None, FopenFlags::FOPEN_DIRECT_IO),
-        };
+        let (backing, fflags) = self.io_mode(e.node.id, true, || reply.open_backing(fd.as_fd()));
         let fh = self.handles.insert(Handle::File(FileH {
             node: e.node.clone(),
             fd,
+            upper: true,
+            reopened: Mutex::new(None),
             backing: backing.clone(),
         }));
         let a = attr::to_fuse(&e.attr);
