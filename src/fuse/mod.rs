@@ -15,8 +15,8 @@ use std::time::Duration;
 use fuser::{
     AccessFlags, BackingId, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -159,13 +159,13 @@ impl LayerFs {
             .state()
             .links
             .first()
-            .map(|l| l.parent.id.0)
-            .unwrap_or(node.id.0);
+            .map(|l| l.parent.ino)
+            .unwrap_or(node.ino);
         let mut v = vec![
             DirEntry {
                 name: ".".into(),
                 kind: rustix::fs::FileType::Directory,
-                ino: node.id.0,
+                ino: node.ino,
             },
             DirEntry {
                 name: "..".into(),
@@ -197,7 +197,9 @@ impl fuser::Filesystem for LayerFs {
         let _ = config.add_capabilities(
             InitFlags::FUSE_PARALLEL_DIROPS
                 | InitFlags::FUSE_CACHE_SYMLINKS
-                | InitFlags::FUSE_POSIX_ACL,
+                | InitFlags::FUSE_POSIX_ACL
+                | InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO,
         );
         if self.want_passthrough
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -628,6 +630,65 @@ impl fuser::Filesystem for LayerFs {
         }
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), i as u64 + 1, attr::kind(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.file(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Handle::Dir(d) = &*h else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let mut entries = d.entries.lock();
+        if offset == 0 {
+            match self.list_with_dots(&d.node) {
+                Ok(v) => *entries = v,
+                Err(e) => return reply.error(errno(e)),
+            }
+        }
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = i as u64 + 1;
+            let full = if e.name == "." || e.name == ".." {
+                // The kernel takes no entry for these; only the name and d_ino matter.
+                let mut a = attr::to_fuse(&crate::sys::zeroed_stat());
+                a.ino = INodeNo(e.ino);
+                a.kind = attr::kind(e.kind);
+                reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
+            } else {
+                match self.ov.lookup(&d.node, &e.name) {
+                    Ok(ent) => {
+                        let mut a = attr::to_fuse(&ent.attr);
+                        // A node showing another inode number gets no cache (see reply_entry).
+                        let ttl = if a.ino.0 == ent.node.id.0 {
+                            self.ttl
+                        } else {
+                            Duration::ZERO
+                        };
+                        a.ino = INodeNo(ent.node.id.0);
+                        let full = reply.add(a.ino, off, &e.name, &ttl, &a, Generation(0));
+                        if full {
+                            // Not sent: the kernel won't count this lookup.
+                            self.ov.forget(ent.node.id, 1);
+                        }
+                        full
+                    }
+                    // Gone since the listing was taken: leave it out.
+                    Err(_) => false,
+                }
+            };
+            if full {
                 break;
             }
         }
