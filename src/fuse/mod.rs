@@ -166,11 +166,13 @@ impl LayerFs {
                 name: ".".into(),
                 kind: rustix::fs::FileType::Directory,
                 ino: node.ino,
+                lower_skip: 0,
             },
             DirEntry {
                 name: "..".into(),
                 kind: rustix::fs::FileType::Directory,
                 ino: parent,
+                lower_skip: 0,
             },
         ];
         v.extend(self.ov.list_dir(node)?);
@@ -667,7 +669,7 @@ impl fuser::Filesystem for LayerFs {
                 a.kind = attr::kind(e.kind);
                 reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
             } else {
-                match self.ov.lookup(&d.node, &e.name) {
+                match self.ov.lookup_hinted(&d.node, &e.name, e.lower_skip) {
                     Ok(ent) => {
                         let mut a = attr::to_fuse(&ent.attr);
                         // A node showing another inode number gets no cache (see reply_entry).

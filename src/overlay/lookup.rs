@@ -64,6 +64,18 @@ impl Overlay {
         ppath: &CStr,
         name: &OsStr,
     ) -> Result<Option<Resolved>> {
+        self.resolve_from(pst, ppath, name, 0)
+    }
+
+    /// As `resolve`, not probing the top `lower_skip` lower layers (known not to hold `name`:
+    /// lower layers never change, so a listing of them proves it).
+    pub(super) fn resolve_from(
+        &self,
+        pst: &NodeState,
+        ppath: &CStr,
+        name: &OsStr,
+        lower_skip: usize,
+    ) -> Result<Option<Resolved>> {
         let rel = sys::join(ppath, name);
         let mut found: Option<Resolved> = None;
         if pst.upper {
@@ -88,7 +100,7 @@ impl Overlay {
                 }
             }
         }
-        for &li in &pst.lowers {
+        for &li in pst.lowers.iter().skip(lower_skip) {
             let fd = self.layer_fd(Which::Lower(li))?;
             let st = match probe(fd, ppath, &rel, name)? {
                 Probe::Whiteout => break,
@@ -162,6 +174,16 @@ impl Overlay {
 
     /// Looks `name` up in `parent`, taking one lookup reference on the node returned.
     pub fn lookup(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Entry> {
+        self.lookup_hinted(parent, name, 0)
+    }
+
+    /// `lookup` of a name from a merged listing of `parent` (`DirEntry::lower_skip`).
+    pub fn lookup_hinted(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        lower_skip: usize,
+    ) -> Result<Entry> {
         if whiteout::is_wh_name(name) {
             return Err(Error::Sys(Errno::NOENT));
         }
@@ -171,7 +193,7 @@ impl Overlay {
         let pst = parent.state();
         let ppath = parent.path()?;
         let r = self
-            .resolve(&pst, &ppath, name)?
+            .resolve_from(&pst, &ppath, name, lower_skip)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         Ok(self.entry_from(parent, name, r))
     }

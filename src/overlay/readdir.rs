@@ -32,6 +32,9 @@ pub struct DirEntry {
     pub name: OsString,
     pub kind: FileType,
     pub ino: u64,
+    /// How many lower layers (from the top) are known not to hold the name: a lookup of it
+    /// may start below them. 0 for names shown from the upper layer.
+    pub lower_skip: usize,
 }
 
 /// Merges per-layer listings (top first). Pure.
@@ -63,6 +66,7 @@ pub fn merge(layers: &[Vec<RawEntry>]) -> Vec<DirEntry> {
                         name: e.name.clone(),
                         kind: e.kind,
                         ino: e.ino,
+                        lower_skip: depth.saturating_sub(1),
                     });
                 }
                 // A copied-up entry reports its origin's inode number, like `stat` does.
