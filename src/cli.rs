@@ -26,6 +26,8 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a layerfs mount, wait for its daemon, clear a stale mount
     Umount(UmountArgs),
+    /// Measure copy-on-write behaviour against kernel overlayfs, fuse-overlayfs and a plain copy
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -55,7 +57,7 @@ pub struct UmountArgs {
 
 /// Names clap dispatches on; any other first argument means fuse-overlayfs's argv form
 /// (`layerfs -o OPTS MNT` or `layerfs SOURCE MNT -o OPTS`), which is `mount`.
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "help"];
+const SUBCOMMANDS: &[&str] = &["mount", "umount", "bench", "help"];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
 pub fn normalize_argv(mut argv: Vec<OsString>) -> Vec<OsString> {
@@ -74,6 +76,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Mount(args) => crate::daemon::mount_command(&args),
         Command::Umount(args) => crate::daemon::umount(&args.mountpoint),
+        Command::Bench(args) => crate::bench::command(&args),
     }
 }
 
