@@ -95,6 +95,20 @@ pub fn mount_of<'a>(entries: &'a [MountEntry], path: &Path) -> Option<&'a MountE
 
 /// Waits until `mnt` is (or is no longer) a mount point, up to `timeout`.
 pub fn wait_for(mnt: &Path, mounted: bool, timeout: Duration) -> Result<()> {
+    if wait_until(|m| is_mounted(m, mnt) == mounted, timeout)? {
+        return Ok(());
+    }
+    let what = if mounted { "appear" } else { "go away" };
+    Err(Error::Usage(format!(
+        "the mount at {} did not {what} within {} s",
+        mnt.display(),
+        timeout.as_secs()
+    )))
+}
+
+/// Re-reads the mount table each time it changes until `pred` holds (true) or `timeout`
+/// passes (false).
+pub fn wait_until(pred: impl Fn(&[MountEntry]) -> bool, timeout: Duration) -> Result<bool> {
     let deadline = Instant::now() + timeout;
     let mut f = File::open(MOUNTINFO).map_err(|e| Error::io("open", MOUNTINFO, e))?;
     let mut text = String::new();
@@ -103,17 +117,12 @@ pub fn wait_for(mnt: &Path, mounted: bool, timeout: Duration) -> Result<()> {
         f.seek(SeekFrom::Start(0))
             .and_then(|_| f.read_to_string(&mut text))
             .map_err(|e| Error::io("read", MOUNTINFO, e))?;
-        if is_mounted(&parse_mountinfo(&text), mnt) == mounted {
-            return Ok(());
+        if pred(&parse_mountinfo(&text)) {
+            return Ok(true);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let what = if mounted { "appear" } else { "go away" };
-            return Err(Error::Usage(format!(
-                "the mount at {} did not {what} within {} s",
-                mnt.display(),
-                timeout.as_secs()
-            )));
+            return Ok(false);
         }
         let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLPRI)];
