@@ -70,8 +70,8 @@ pub struct BenchArgs {
     /// Repetitions per case [default: 5, quick 3]
     #[arg(long)]
     pub reps: Option<u32>,
-    /// Seconds per workload and implementation after which no repetition starts [default: 25,
-    /// quick 2]
+    /// Seconds per workload and implementation after which no repetition starts [default: 20,
+    /// quick 1.5]
     #[arg(long, value_name = "SECS")]
     pub budget: Option<f64>,
     /// Jobs of the parallel workload
@@ -80,7 +80,7 @@ pub struct BenchArgs {
     /// Layers of the synthetic main tree (stat-storm, untar, rm-rf, parallel)
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Files in the synthetic main tree [default: 20000, quick 3000]
+    /// Files in the synthetic main tree [default: 20000, quick 2000]
     #[arg(long)]
     pub files: Option<usize>,
     /// Use these lower dirs (top first; repeat or separate with ':') as the main tree

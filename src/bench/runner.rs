@@ -37,7 +37,16 @@ fn io<T>(op: &'static str, path: &Path, r: std::io::Result<T>) -> Result<T> {
 /// A flattened copy of some layers, the `raw` implementation's tree.
 struct RawCopy {
     layers: Vec<PathBuf>,
+    view: tree::Tree,
     dir: ScratchDir,
+    /// Changed by a repetition in a way that needs a new copy.
+    dirty: bool,
+}
+
+impl RawCopy {
+    fn tree(&self) -> PathBuf {
+        self.dir.path().join("m")
+    }
 }
 
 impl Runner<'_> {
@@ -186,7 +195,10 @@ impl Runner<'_> {
                     rep,
                 };
                 let measures = if imp.is_raw() {
-                    if w.destructive() || raw.as_ref().is_none_or(|r| r.layers != case.layers) {
+                    if raw
+                        .as_ref()
+                        .is_none_or(|r| r.dirty || r.layers != case.layers)
+                    {
                         let t = Instant::now();
                         drop(raw.take());
                         raw = Some(self.flatten(&case.layers, &ctl)?);
@@ -197,11 +209,19 @@ impl Runner<'_> {
                             t.elapsed()
                         );
                     }
-                    let dir = raw.as_ref().map(|r| r.dir.path().join("m"));
-                    let dir = dir.ok_or_else(|| Error::Usage("no flattened copy".into()))?;
-                    self.inject(w, &dir)?;
+                    let r = raw
+                        .as_mut()
+                        .ok_or_else(|| Error::Usage("no flattened copy".into()))?;
+                    self.inject(w, &r.tree())?;
                     nix::unistd::sync();
-                    workloads::run(&dir, &case.input, &env)?
+                    let m = workloads::run(&r.tree(), &case.input, &env)?;
+                    match &case.input {
+                        workloads::Input::RmRf { subtree, .. } => {
+                            tree::restore_subtree(&r.layers, &r.view, subtree, &r.tree(), &ctl)?
+                        }
+                        _ => r.dirty = w.destructive(),
+                    }
+                    m
                 } else {
                     self.mounted_rep(imp, w, case, &env)?
                 };
@@ -224,7 +244,9 @@ impl Runner<'_> {
         tree::flatten(layers, &view, &dest, ctl)?;
         Ok(RawCopy {
             layers: layers.to_vec(),
+            view,
             dir,
+            dirty: false,
         })
     }
 

@@ -140,7 +140,31 @@ pub fn merged_view(layers: &[PathBuf], ctl: &Ctl) -> Result<Tree> {
 
 /// Copies the merged view into the empty directory `dest`.
 pub fn flatten(layers: &[PathBuf], tree: &Tree, dest: &Path, ctl: &Ctl) -> Result<()> {
-    for (rel, node) in tree {
+    copy_entries(layers, tree.iter(), dest, ctl)
+}
+
+/// Copies `rel` and everything beneath it from the merged view into `dest` (where `rel` no
+/// longer exists): restores a flattened copy after `rm -rf` of that subtree.
+pub fn restore_subtree(
+    layers: &[PathBuf],
+    tree: &Tree,
+    rel: &Path,
+    dest: &Path,
+    ctl: &Ctl,
+) -> Result<()> {
+    let entries = tree
+        .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(rel));
+    copy_entries(layers, entries, dest, ctl)
+}
+
+fn copy_entries<'a>(
+    layers: &[PathBuf],
+    entries: impl Iterator<Item = (&'a PathBuf, &'a Node)>,
+    dest: &Path,
+    ctl: &Ctl,
+) -> Result<()> {
+    for (rel, node) in entries {
         ctl.check()?;
         let src = layers[node.layer].join(rel);
         let dst = dest.join(rel);
