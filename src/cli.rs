@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mount(args) => crate::daemon::mount_command(&args),
         Command::Umount(args) => crate::daemon::umount(&args.mountpoint),
         Command::Store(cmd) => crate::store::commands::run(cli.root.as_deref(), cmd),
-        Command::Bench(args) => crate::bench::command(&args),
+        Command::Bench(args) => crate::bench::command(&args, cli.root.as_deref()),
     }
 }
 

@@ -217,7 +217,11 @@ impl<'a> Datasets<'a> {
             .lookup_layers
             .iter()
             .map(|&n| Case {
-                label: format!("{n} layers"),
+                label: if n == 1 {
+                    "1 layer".into()
+                } else {
+                    format!("{n} layers")
+                },
                 x: Some(n as f64),
                 layers: (0..n.max(1))
                     .rev()

@@ -84,8 +84,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub files: Option<usize>,
     /// Use these lower dirs (top first; repeat or separate with ':') as the main tree
-    #[arg(long = "lower", value_name = "DIR", value_delimiter = ':')]
+    #[arg(
+        long = "lower",
+        value_name = "DIR",
+        value_delimiter = ':',
+        conflicts_with = "image"
+    )]
     pub lowers: Vec<PathBuf>,
+    /// Use the layers of this stored image (see `layerfs images`) as the main tree
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
     /// Never drop the page cache, even as root
     #[arg(long)]
     pub warm_only: bool,
@@ -95,7 +103,8 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    pub fn config(&self) -> Result<Config> {
+    /// The run's configuration; `store_root` is the global `--root` (for `--image`).
+    pub fn config(&self, store_root: Option<&Path>) -> Result<Config> {
         let mut c = if self.quick {
             Config::quick()
         } else {
@@ -133,6 +142,12 @@ impl BenchArgs {
             .iter()
             .map(|l| l.canonicalize().map_err(|e| Error::io("resolve", l, e)))
             .collect::<Result<_>>()?;
+        if let Some(image) = &self.image {
+            let root = store_root
+                .map(Path::to_path_buf)
+                .unwrap_or_else(crate::store::Store::default_root);
+            c.lowers = crate::store::image_lowerdirs(&root, image)?;
+        }
         Ok(c)
     }
 
@@ -263,9 +278,9 @@ pub fn write_outputs(
     Ok(written)
 }
 
-/// `layerfs bench ...`
-pub fn command(args: &BenchArgs) -> Result<()> {
-    let cfg = args.config()?;
+/// `layerfs bench ...`; `store_root` is the global `--root`.
+pub fn command(args: &BenchArgs, store_root: Option<&Path>) -> Result<()> {
+    let cfg = args.config(store_root)?;
     let impls = args.implementations()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -283,4 +298,98 @@ pub fn command(args: &BenchArgs) -> Result<()> {
         return Err(scratch::interrupted());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(argv: &[&str]) -> BenchArgs {
+        let mut full = vec!["layerfs", "bench"];
+        full.extend_from_slice(argv);
+        match crate::cli::Cli::try_parse_from(full).unwrap().command {
+            crate::cli::Command::Bench(a) => *a,
+            other => panic!("not bench: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_preset() {
+        let a = args(&[
+            "--quick",
+            "-w",
+            "lookup,rm-rf",
+            "--reps",
+            "7",
+            "--budget",
+            "0.5",
+            "--files",
+            "10",
+        ]);
+        let c = a.config(None).unwrap();
+        assert!(c.quick);
+        assert_eq!(c.workloads, [WorkloadId::Lookup, WorkloadId::RmRf]);
+        assert_eq!(
+            (c.reps, c.budget, c.tree_files),
+            (7, Duration::from_millis(500), 10)
+        );
+        assert_eq!(c.lookup_layers, [1, 10, 50, 100]);
+        let full = args(&[]).config(None).unwrap();
+        assert_eq!(full.copyup_sizes.last(), Some(&(1 << 30)));
+        assert_eq!(full.workloads.len(), 8);
+    }
+
+    #[test]
+    fn bad_names_are_usage_errors_that_list_the_choices() {
+        let e = args(&["-w", "copyup"])
+            .config(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown workload 'copyup'") && e.contains("copy-up, lookup"),
+            "{e}"
+        );
+        let e = args(&["--impl", "overlayfs"])
+            .implementations()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'overlayfs'") && e.contains("fuse-overlayfs"),
+            "{e}"
+        );
+        let e = args(&["--lower", "/nonexistent/x"])
+            .config(None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/x"), "{e}");
+    }
+
+    #[test]
+    fn implementations_default_to_all_plus_vs() {
+        let a = args(&[
+            "--vs",
+            "mytool -o lowerdir={lowerdir} {mnt}",
+            "--layerfs-bin",
+            "/x/layerfs",
+        ]);
+        let names: Vec<String> = a
+            .implementations()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["layerfs", "overlay", "fuse-overlayfs", "raw", "mytool"]
+        );
+        let a = args(&["--impl", "raw,overlay,raw"]);
+        let names: Vec<String> = a
+            .implementations()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        assert_eq!(names, ["raw", "overlay"]);
+    }
 }
