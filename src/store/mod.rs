@@ -27,7 +27,7 @@ pub mod digest;
 mod gc;
 pub mod import;
 mod lock;
-mod output;
+pub mod output;
 pub mod records;
 
 use std::collections::BTreeSet;
