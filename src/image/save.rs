@@ -345,8 +345,9 @@ fn blob_name(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
+/// Writes the layout in the order Docker 25+ uses: blobs, index.json, manifest.json,
+/// oci-layout.
 fn write_layout(out: &mut Out, images: &[Planned], docker: bool) -> Result<()> {
-    out.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     out.dir("blobs")?;
     out.dir("blobs/sha256")?;
     let mut blobs: BTreeMap<Digest, &Blob> = BTreeMap::new();
@@ -393,7 +394,7 @@ fn write_layout(out: &mut Out, images: &[Planned], docker: bool) -> Result<()> {
             .map_err(|e| Error::Format(format!("encoding manifest.json: {e}")))?;
         out.bytes("manifest.json", &mj)?;
     }
-    Ok(())
+    out.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
 }
 
 /// Saves `images` (references or IDs) to `output`; progress lines go to `log`.
