@@ -349,7 +349,10 @@ fn extract_one(
 ) -> Result<Staged> {
     let what = format!("layer {} ({})", index + 1, input.what);
     let dir = staging.join(chain.hex());
-    let raw = (input.open)()?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let kept = dir.join(super::blobs::LAYER_BLOB);
+    let copy = std::fs::File::create(&kept).map_err(|e| Error::io("create", &kept, e))?;
+    let raw = super::blobs::TeeReader::new((input.open)()?, copy);
     let bar = bars.add(indicatif::ProgressBar::new(input.size_hint));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -432,6 +435,10 @@ fn extract_one(
         entries: up.entries,
         sources: input.expected.iter().map(|(d, _)| d.clone()).collect(),
         created: now_rfc3339(),
+        blob: Some(super::blobs::BlobRef {
+            digest: got_blob,
+            size: blob_len,
+        }),
     };
     let bytes = serde_json::to_vec_pretty(&meta)
         .map_err(|e| Error::Format(format!("encoding layer record: {e}")))?;
