@@ -28,6 +28,8 @@ pub enum Command {
     Umount(UmountArgs),
     #[command(flatten)]
     Store(crate::store::commands::StoreCommand),
+    #[command(flatten)]
+    Registry(crate::registry::commands::RegistryCommand),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +62,7 @@ pub struct UmountArgs {
 const SUBCOMMANDS: &[&str] = &[
     "mount", "umount", "help", // driver
     "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
+    "pull", "push", "login", "logout", // registry
 ];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mount(args) => crate::daemon::mount_command(&args),
         Command::Umount(args) => crate::daemon::umount(&args.mountpoint),
         Command::Store(cmd) => crate::store::commands::run(cli.root.as_deref(), cmd),
+        Command::Registry(cmd) => crate::registry::commands::run(cli.root.as_deref(), cmd),
     }
 }
 
