@@ -8,13 +8,14 @@
 //! A blob is streamed to its reader (the store's import, which extracts while it reads) and
 //! appended to the partial file at the same time. At the end of the stream the size and sha256
 //! are checked; only then is the file synced and renamed into `blobs/`. A wrong blob is deleted
-//! and reported. An interrupted download keeps its partial file: the next pull replays it to
-//! the reader and asks the registry for the rest with a `Range` request.
+//! and reported. An interrupted download (network failure, killed process) keeps its partial
+//! file: the next pull replays it to the reader and asks the registry for the rest with a
+//! `Range` request. A download the reader gave up on (corrupt stream) is deleted.
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{FlockOperation, flock};
 
@@ -40,7 +41,9 @@ pub struct BlobFetch {
     /// ROOT/blobs/sha256/HEX
     pub dest: PathBuf,
     /// Notes for the user (resumed downloads), printed after the pull.
-    pub notes: Arc<std::sync::Mutex<Vec<String>>>,
+    pub notes: Arc<Mutex<Vec<String>>>,
+    /// The first download failure: the real cause when the import reports only a read error.
+    pub failure: Arc<Mutex<Option<Error>>>,
 }
 
 impl BlobFetch {
@@ -127,6 +130,7 @@ impl BlobFetch {
             net: Some(Box::new(resp.into_body().into_reader())),
             hasher: Hasher::new(),
             done: false,
+            interrupted: false,
         }))
     }
 }
@@ -203,17 +207,35 @@ struct Download {
     net: Option<Box<dyn Read + Send>>,
     hasher: Hasher,
     done: bool,
+    /// The network failed: the partial file is good to resume from.
+    interrupted: bool,
+}
+
+impl Drop for Download {
+    /// The reader stopped before the end for its own reasons (a corrupt stream, a bad tar,
+    /// a full disk): what was received may be the cause, so it is not resumed from.
+    fn drop(&mut self) {
+        if !self.done && !self.interrupted {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
 
 impl Download {
+    /// Records the failure for the pull's report and returns it as an I/O error for the reader.
+    fn fail(&self, e: Error) -> io::Error {
+        let msg = e.to_string();
+        if let Ok(mut f) = self.fetch.failure.lock() {
+            f.get_or_insert(e);
+        }
+        io::Error::new(io::ErrorKind::InvalidData, msg)
+    }
+
     fn invalid(&self, why: String) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "blob {} from registry {}: {why}",
-                self.fetch.digest, self.fetch.client.registry
-            ),
-        )
+        self.fail(Error::Registry(format!(
+            "blob {} from registry {}: {why}",
+            self.fetch.digest, self.fetch.client.registry
+        )))
     }
 
     /// Checks size and digest; publishes the file or deletes it.
@@ -230,10 +252,14 @@ impl Download {
         }
         if got != self.fetch.digest {
             let _ = std::fs::remove_file(&self.partial);
-            return Err(self.invalid(format!(
-                "digest mismatch: expected {}, got {got}; the download was discarded",
-                self.fetch.digest
-            )));
+            return Err(self.fail(Error::DigestMismatch {
+                what: format!(
+                    "blob from registry {} (the download was discarded)",
+                    self.fetch.client.registry
+                ),
+                expected: self.fetch.digest.to_string(),
+                actual: got.to_string(),
+            }));
         }
         self.file.sync_all()?;
         std::fs::rename(&self.partial, &self.fetch.dest)
@@ -260,7 +286,17 @@ impl Read for Download {
         let Some(net) = self.net.as_mut() else {
             return Ok(0);
         };
-        let n = net.read(buf)?;
+        let n = match net.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.interrupted = true;
+                return Err(self.invalid(format!(
+                    "download interrupted after {} of {} bytes ({e}); run the pull again to resume",
+                    self.hasher.len(),
+                    self.fetch.size
+                )));
+            }
+        };
         if n == 0 {
             self.finish()?;
             return Ok(0);

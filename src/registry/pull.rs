@@ -136,12 +136,19 @@ pub fn pull(
         )));
     }
     let notes = Arc::new(Mutex::new(Vec::new()));
+    let failure = Arc::new(Mutex::new(None));
     let downloads = store.root().join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| Error::io("create", &downloads, e))?;
     sweep_stale(&downloads);
-    let plan_layers = plan_layers(
-        store, &client, repo, &scope, &manifest, &cfg, &downloads, &notes, out,
-    )?;
+    let fetch = FetchCtx {
+        client: &client,
+        repo,
+        scope: &scope,
+        downloads: &downloads,
+        notes: &notes,
+        failure: &failure,
+    };
+    let plan_layers = plan_layers(store, &fetch, &manifest, &cfg, out)?;
     let present = plan_layers.present;
     let names = match &r.tag {
         Some(t) => vec![r.with_tag(t)?],
@@ -159,7 +166,13 @@ pub fn pull(
         keep_blobs: false,
         ..ImportOptions::default()
     };
-    let imported = store.import(plan, &iopts, out)?;
+    let imported = match store.import(plan, &iopts, out) {
+        Ok(i) => i,
+        // A download failure surfaces in the import as a read error: report the cause.
+        Err(e) => {
+            return Err(failure.lock().ok().and_then(|mut f| f.take()).unwrap_or(e));
+        }
+    };
     for d in [&top.digest, &manifest_digest] {
         store.add_repo_digest(&imported.id, &format!("{}@{d}", r.name()))?;
     }
@@ -379,19 +392,25 @@ fn file_opener(path: std::path::PathBuf) -> Opener {
     })
 }
 
+/// What a download needs besides the blob's descriptor.
+struct FetchCtx<'a> {
+    client: &'a Arc<Client>,
+    repo: &'a str,
+    scope: &'a str,
+    downloads: &'a std::path::Path,
+    notes: &'a Arc<Mutex<Vec<String>>>,
+    failure: &'a Arc<Mutex<Option<Error>>>,
+}
+
 /// Decides, per layer, where its bytes come from, and says so.
-#[allow(clippy::too_many_arguments)]
 fn plan_layers(
     store: &Store,
-    client: &Arc<Client>,
-    repo: &str,
-    scope: &str,
+    ctx: &FetchCtx,
     m: &Manifest,
     cfg: &ImageConfig,
-    downloads: &std::path::Path,
-    notes: &Arc<Mutex<Vec<String>>>,
     out: &mut dyn Write,
 ) -> Result<PlannedLayers> {
+    let (client, repo) = (ctx.client, ctx.repo);
     let chains = chain_ids(&cfg.rootfs.diff_ids);
     let by_diff = local_blobs_by_diff_id(store)?;
     let mut inputs = Vec::with_capacity(m.layers.len());
@@ -430,12 +449,13 @@ fn plan_layers(
             let fetch = BlobFetch {
                 client: Arc::clone(client),
                 repository: repo.to_owned(),
-                scope: scope.to_owned(),
+                scope: ctx.scope.to_owned(),
                 digest: desc.digest.clone(),
                 size: desc.size,
-                downloads: downloads.to_owned(),
+                downloads: ctx.downloads.to_owned(),
                 dest,
-                notes: Arc::clone(notes),
+                notes: Arc::clone(ctx.notes),
+                failure: Arc::clone(ctx.failure),
             };
             Box::new(move || fetch.open())
         };
