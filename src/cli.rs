@@ -26,6 +26,8 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a layerfs mount, wait for its daemon, clear a stale mount
     Umount(UmountArgs),
+    #[command(flatten)]
+    Store(crate::store::commands::StoreCommand),
 }
 
 #[derive(Debug, Args)]
@@ -55,7 +57,10 @@ pub struct UmountArgs {
 
 /// Names clap dispatches on; any other first argument means fuse-overlayfs's argv form
 /// (`layerfs -o OPTS MNT` or `layerfs SOURCE MNT -o OPTS`), which is `mount`.
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "mount", "umount", "help", // driver
+    "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
+];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
 pub fn normalize_argv(mut argv: Vec<OsString>) -> Vec<OsString> {
@@ -74,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Mount(args) => crate::daemon::mount_command(&args),
         Command::Umount(args) => crate::daemon::umount(&args.mountpoint),
+        Command::Store(cmd) => crate::store::commands::run(cli.root.as_deref(), cmd),
     }
 }
 

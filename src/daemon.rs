@@ -1,13 +1,338 @@
-//! `layerfs mount` / `layerfs umount`: start the FUSE daemon, return once the mount is live.
-use std::path::Path;
+//! `layerfs mount` / `layerfs umount`: start the FUSE daemon and return once the mount is
+//! live; stop it again.
+//!
+//! Start-up: options are parsed and every layer is opened in the calling process, so a bad
+//! option or path fails before anything is mounted. Then the process forks; the child mounts,
+//! answers the kernel's INIT (fuser does this inside `Session::new`), records its pid under the
+//! run directory, writes "ok" into a pipe and serves. The parent exits 0 on "ok", or prints the
+//! child's error and exits 1.
+//!
+//! Stop: `umount` unmounts (also a stale mount whose daemon died: "Transport endpoint is not
+//! connected"), then waits for the recorded daemon to exit through a pidfd.
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
 
 use crate::cli::MountArgs;
-use crate::{Error, Result};
+use crate::fuse::LayerFs;
+use crate::mountopts::{KernelFlag, MountOptions};
+use crate::overlay::{self, Overlay};
+use crate::{Error, Result, sys};
 
-pub fn mount_command(_args: &MountArgs) -> Result<()> {
-    Err(Error::Usage("mount: not implemented yet".into()))
+pub fn mount_command(args: &MountArgs) -> Result<()> {
+    let opts = MountOptions::parse(&args.options)?;
+    let Some(mountpoint) = args.args.last() else {
+        return Err(Error::Usage("mount: give the mount point".into()));
+    };
+    if opts.lowerdirs.is_empty() {
+        return Err(Error::Usage(
+            "mount: give -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR] MOUNTPOINT".into(),
+        ));
+    }
+    let foreground = args.foreground || args.debug || opts.debug;
+    mount_overlay(&opts, mountpoint, foreground, args.debug || opts.debug)
 }
 
-pub fn umount(_mountpoint: &Path) -> Result<()> {
-    Err(Error::Usage("umount: not implemented yet".into()))
+/// Mounts a union described by `opts` at `mountpoint`; returns once it is live (or, in the
+/// foreground, once it is unmounted).
+pub fn mount_overlay(
+    opts: &MountOptions,
+    mountpoint: &Path,
+    foreground: bool,
+    debug: bool,
+) -> Result<()> {
+    let mnt = absolute(mountpoint)?;
+    match std::fs::metadata(&mnt) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::Usage(format!(
+                "mount point {} is not a directory",
+                mnt.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "mount point {}: {e} (create it with mkdir -p)",
+                mnt.display()
+            )));
+        }
+    }
+    let cfg = overlay::Config {
+        lowers: opts
+            .lowerdirs
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<_>>()?,
+        upper: opts.upperdir.as_deref().map(absolute).transpose()?,
+        work: opts.workdir.as_deref().map(absolute).transpose()?,
+        userxattr: opts.userxattr,
+        fsync: opts.fsync,
+    };
+    let ov = Arc::new(Overlay::new(&cfg)?);
+    if debug {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    sys::set_umask(0);
+    if foreground {
+        return serve(ov, opts, &mnt, None);
+    }
+    let (rd, wr) = rustix::pipe::pipe().map_err(|e| Error::io("pipe", "", e.into()))?;
+    match sys::fork().map_err(|e| Error::io("fork", "", e.into()))? {
+        None => {
+            drop(rd);
+            let status = std::fs::File::from(wr);
+            let _ = rustix::process::setsid();
+            let code = match serve(ov, opts, &mnt, Some(status)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        Some(child) => {
+            drop(wr);
+            let mut r = std::fs::File::from(rd);
+            let mut msg = String::new();
+            let _ = r.read_to_string(&mut msg);
+            if msg == "ok" {
+                return Ok(());
+            }
+            let _ = sys::wait_pid_exit(child, 1000);
+            if msg.is_empty() {
+                msg = "the daemon exited before the mount was live".into();
+            }
+            Err(Error::Usage(format!("mount {}: {msg}", mnt.display())))
+        }
+    }
+}
+
+/// Mounts and serves until unmounted. `status` (background mode) receives "ok" or the error.
+fn serve(
+    ov: Arc<Overlay>,
+    opts: &MountOptions,
+    mnt: &Path,
+    status: Option<std::fs::File>,
+) -> Result<()> {
+    let fs = LayerFs::new(
+        ov,
+        Duration::from_secs_f64(opts.timeout_secs),
+        opts.passthrough,
+    );
+    let config = fuse_config(opts);
+    let session = match fuser::Session::new(fs, mnt, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let err = Error::io("mount", mnt, e);
+            if let Some(mut s) = status {
+                let _ = s.write_all(err.to_string().as_bytes());
+            }
+            return Err(err);
+        }
+    };
+    raise_readahead(mnt);
+    let pidfile = record_pid(mnt);
+    if let Some(mut s) = status {
+        let _ = s.write_all(b"ok");
+        drop(s);
+        let _ = sys::detach_stdio();
+    }
+    let r = session.run();
+    if let Some(p) = pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    r.map_err(|e| Error::io("serve", mnt, e))
+}
+
+fn fuse_config(opts: &MountOptions) -> Config {
+    let mut mo = vec![
+        MountOption::FSName(opts.fsname.clone().unwrap_or_else(|| "layerfs".into())),
+        MountOption::Subtype("layerfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    let has = |f: KernelFlag| opts.flags.contains(&f);
+    // Like kernel overlayfs, setuid programs and device nodes work unless turned off.
+    mo.push(if has(KernelFlag::NoSuid) {
+        MountOption::NoSuid
+    } else {
+        MountOption::Suid
+    });
+    mo.push(if has(KernelFlag::NoDev) {
+        MountOption::NoDev
+    } else {
+        MountOption::Dev
+    });
+    if has(KernelFlag::NoExec) {
+        mo.push(MountOption::NoExec);
+    }
+    if has(KernelFlag::NoAtime) {
+        mo.push(MountOption::NoAtime);
+    }
+    if opts.read_only || opts.upperdir.is_none() {
+        mo.push(MountOption::RO);
+    }
+    for o in &opts.passthrough_mount_opts {
+        mo.push(MountOption::CUSTOM(o.clone()));
+    }
+    let mut c = Config::default();
+    c.mount_options = mo;
+    // As root, everyone may use the mount (permissions still apply), like kernel overlayfs.
+    c.acl = if opts.allow_other || rustix::process::geteuid().is_root() {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    c.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(4, 16)));
+    c.clone_fd = true;
+    c
+}
+
+/// Readahead of the FUSE mount's backing device, in KiB. The kernel starts FUSE mounts at
+/// 128 KiB, which makes cold sequential reads of lower files several times slower than
+/// overlayfs; 4 MiB brings them close (measured: 385 MB/s -> 2.0 GB/s).
+const READAHEAD_KB: u32 = 4096;
+
+/// Raises the readahead of the mount at `mnt` (best effort: needs root). The device number comes
+/// from mountinfo, not from stat, which would be a request to this very daemon.
+fn raise_readahead(mnt: &Path) {
+    let Some(dev) = mount_field(mnt, 2) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, READAHEAD_KB.to_string()) {
+        log::debug!("{knob}: {e}");
+    }
+}
+
+/// Where daemons record their pid, one file per mount point.
+fn run_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run/layerfs")
+    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(d).join("layerfs")
+    } else {
+        std::env::temp_dir().join(format!("layerfs-{}", rustix::process::geteuid().as_raw()))
+    }
+}
+
+fn pid_file(mnt: &Path) -> PathBuf {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(mnt.as_os_str().as_encoded_bytes());
+    run_dir().join(format!("{}.pid", hex::encode(&h[..16])))
+}
+
+fn record_pid(mnt: &Path) -> Option<PathBuf> {
+    let p = pid_file(mnt);
+    std::fs::create_dir_all(run_dir()).ok()?;
+    std::fs::write(&p, format!("{}\n{}\n", std::process::id(), mnt.display())).ok()?;
+    Some(p)
+}
+
+/// The absolute, lexically normalised spelling of `p` (no symlinks resolved, so a stale mount
+/// point whose stat fails still has a name).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let base = if p.is_absolute() {
+        PathBuf::new()
+    } else {
+        std::env::current_dir().map_err(|e| Error::io("getcwd", ".", e))?
+    };
+    let mut out = PathBuf::from("/");
+    for c in base.join(p).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Is `mnt` a mount point (per /proc/self/mountinfo), and of which filesystem type?
+pub fn mount_type(mnt: &Path) -> Option<String> {
+    mount_field(mnt, 7)
+}
+
+/// Field `i` of the topmost mountinfo line for mount point `mnt`; fields from 7 on count from
+/// the filesystem type (after the " - " separator).
+fn mount_field(mnt: &Path, i: usize) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mnt.to_str()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if unescape_mountinfo(f.get(4)?) != want {
+            return None;
+        }
+        let idx = if i >= 7 {
+            f.iter().position(|x| *x == "-")? + 1 + (i - 7)
+        } else {
+            i
+        };
+        f.get(idx).map(|s| s.to_string())
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+pub fn umount(mountpoint: &Path) -> Result<()> {
+    let mnt = absolute(mountpoint)?;
+    match mount_type(&mnt) {
+        Some(t) if t.starts_with("fuse") => {}
+        Some(t) => {
+            return Err(Error::Usage(format!(
+                "{} is a {t} mount, not a layerfs one: use umount(8)",
+                mnt.display()
+            )));
+        }
+        None => return Err(Error::Usage(format!("{} is not mounted", mnt.display()))),
+    }
+    let pid = std::fs::read_to_string(pid_file(&mnt))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.parse::<i32>().ok()));
+    match rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::empty()) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::BUSY) => {
+            return Err(Error::Usage(format!(
+                "{} is busy: close the files open in it and leave it (cd elsewhere), then retry",
+                mnt.display()
+            )));
+        }
+        Err(rustix::io::Errno::PERM) => {
+            let st = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mnt)
+                .status()
+                .map_err(|e| Error::io("run fusermount3 -u", &mnt, e))?;
+            if !st.success() {
+                return Err(Error::Usage(format!(
+                    "fusermount3 -u {} failed",
+                    mnt.display()
+                )));
+            }
+        }
+        Err(e) => return Err(Error::io("umount", &mnt, e.into())),
+    }
+    if let Some(pid) = pid {
+        if !sys::wait_pid_exit(pid, 30_000).unwrap_or(true) {
+            return Err(Error::Usage(format!(
+                "unmounted {}, but its daemon (pid {pid}) did not exit within 30 s",
+                mnt.display()
+            )));
+        }
+        let _ = std::fs::remove_file(pid_file(&mnt));
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod fuse;
 pub mod image;
 pub mod mountopts;
 pub mod overlay;
+pub mod reference;
 pub mod store;
 pub mod sys;
 

@@ -1,1 +1,9 @@
-//! image: see README.md.
+//! Image formats: docker-archive (legacy and Docker 25+), OCI layout directories and archives;
+//! layer tar extraction into the overlay on-disk format; compression sniffing.
+pub mod compress;
+pub mod load;
+pub mod oci;
+pub mod source;
+pub mod tarentry;
+pub mod unpack;
+pub mod write;

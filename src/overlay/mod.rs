@@ -1,1 +1,317 @@
-//! Union logic with no fuser types. See the module docs of each file.
+//! The union: a stack of one optional writable upper layer over read-only lower layers, with
+//! the semantics of Linux overlayfs (Documentation/filesystems/overlayfs.rst, defaults
+//! redirect_dir=off, index=off, metacopy=off). No fuser types here: `crate::fuse` converts.
+//!
+//! Layout of a mount:
+//! ```text
+//!   upper/            writable layer (index 0 of the stack)       whiteouts: char 0/0
+//!   lower[0]/ ...     read-only layers, top first                  opaque: trusted.overlay.opaque=y
+//!   workdir/work/     staging: every copy-up, whiteout and new entry that must appear
+//!                     atomically is built here and published by one rename
+//! ```
+//!
+//! Lock discipline (the only locks in the union):
+//! 1. `NodeTable` lock: get/insert/remove only, never held across a syscall.
+//! 2. a node's `state` lock: read or update that node's fields, never across a syscall, never
+//!    while taking another lock.
+//! 3. a node's `copyup_lock`: held across that node's copy-up (bulk I/O), so concurrent first
+//!    writes do one copy-up while every other node stays available. Taken child-last: a
+//!    copy-up takes its ancestors' copy-up locks one at a time, parents first, never two at once.
+//!
+//! Directory operations on one directory are serialised by the kernel (i_rwsem), so a name's
+//! state can't change between our lookup of it and the operation on it.
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{FileType, Stat};
+use rustix::io::Errno;
+
+pub mod copyup;
+pub mod dirops;
+pub mod fileops;
+pub mod layer;
+pub mod lookup;
+pub mod node;
+pub mod readdir;
+pub mod rename;
+pub mod whiteout;
+
+use crate::{Error, Result, sys};
+use layer::{Layer, LowerIdx};
+use node::{Node, NodeId, NodeState, NodeTable};
+
+/// Stat of a node as the mount shows it (`st_ino` is the node id).
+pub type Attr = Stat;
+
+/// The credentials of the process making a request: new entries are owned by it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Top first.
+    pub lowers: Vec<PathBuf>,
+    pub upper: Option<PathBuf>,
+    pub work: Option<PathBuf>,
+    pub userxattr: bool,
+    pub fsync: bool,
+}
+
+/// Which layer of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Upper,
+    Lower(LowerIdx),
+}
+
+#[derive(Debug)]
+struct Writable {
+    upper: Layer,
+    /// `workdir/work`, on the upper layer's filesystem.
+    work: Layer,
+}
+
+#[derive(Debug)]
+pub struct Overlay {
+    rw: Option<Writable>,
+    lowers: Vec<Layer>,
+    pub nodes: NodeTable,
+    /// Every layer on one filesystem: node ids are plain inode numbers.
+    single_dev: bool,
+    devs: Vec<u64>,
+    opaque_xattr: &'static CStr,
+    fsync: bool,
+    tmp_seq: AtomicU64,
+}
+
+const WORK_SUBDIR: &CStr = c"work";
+
+impl Overlay {
+    pub fn new(cfg: &Config) -> Result<Overlay> {
+        if cfg.lowers.is_empty() {
+            return Err(Error::Usage(
+                "no lowerdir given: use -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR]".into(),
+            ));
+        }
+        let lowers = cfg
+            .lowers
+            .iter()
+            .map(|p| Layer::open(p, "lowerdir"))
+            .collect::<Result<Vec<_>>>()?;
+        let rw = match (&cfg.upper, &cfg.work) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::Usage(
+                    "upperdir and workdir go together: give both, or neither for a read-only mount"
+                        .into(),
+                ));
+            }
+            (Some(u), Some(w)) => Some(open_writable(u, w)?),
+        };
+        let mut devs: Vec<u64> = Vec::new();
+        for d in rw
+            .iter()
+            .map(|w| w.upper.dev)
+            .chain(lowers.iter().map(|l| l.dev))
+        {
+            if !devs.contains(&d) {
+                devs.push(d);
+            }
+        }
+        let ov = Overlay {
+            single_dev: devs.len() == 1,
+            devs,
+            rw,
+            lowers,
+            nodes: NodeTable::default(),
+            opaque_xattr: if cfg.userxattr {
+                whiteout::USER_OPAQUE
+            } else {
+                whiteout::TRUSTED_OPAQUE
+            },
+            fsync: cfg.fsync,
+            tmp_seq: AtomicU64::new(seed()),
+        };
+        let root_state = NodeState {
+            links: Vec::new(),
+            upper: ov.rw.is_some(),
+            lowers: (0..ov.lowers.len()).map(|i| LowerIdx(i as u16)).collect(),
+            upper_ino: None,
+        };
+        // The root shows the inode number of the upper root (else the top lower's), like
+        // overlayfs; its node id is FUSE's fixed root id.
+        let top = ov
+            .rw
+            .as_ref()
+            .map_or_else(|| ov.lowers.first(), |w| Some(&w.upper));
+        let root_ino = match top {
+            Some(l) => ov.node_id_for(l.dev, sys::lstat_at(l.fd(), c".")?.st_ino).0,
+            None => NodeId::ROOT.0,
+        };
+        let root = Node::new(NodeId::ROOT, root_ino, FileType::Directory, root_state);
+        ov.nodes.insert_root(root);
+        Ok(ov)
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.rw.is_none()
+    }
+
+    pub fn fsync_enabled(&self) -> bool {
+        self.fsync
+    }
+
+    pub fn node(&self, id: NodeId) -> Result<Arc<Node>> {
+        self.nodes.get(id).ok_or(Error::Sys(Errno::STALE))
+    }
+
+    pub fn forget(&self, id: NodeId, n: u64) {
+        self.nodes.forget(id, n);
+    }
+
+    fn writable(&self) -> Result<&Writable> {
+        self.rw.as_ref().ok_or(Error::Sys(Errno::ROFS))
+    }
+
+    pub fn layer_fd(&self, w: Which) -> Result<BorrowedFd<'_>> {
+        match w {
+            Which::Upper => Ok(self.writable()?.upper.fd()),
+            Which::Lower(i) => self
+                .lowers
+                .get(usize::from(i.0))
+                .map(Layer::fd)
+                .ok_or(Error::Sys(Errno::STALE)),
+        }
+    }
+
+    fn lower(&self, i: LowerIdx) -> Result<&Layer> {
+        self.lowers
+            .get(usize::from(i.0))
+            .ok_or(Error::Sys(Errno::STALE))
+    }
+
+    /// The layer holding the node's visible copy.
+    pub fn top_of(st: &NodeState) -> Result<Which> {
+        if st.upper {
+            Ok(Which::Upper)
+        } else {
+            st.lowers
+                .first()
+                .map(|l| Which::Lower(*l))
+                .ok_or(Error::Sys(Errno::STALE))
+        }
+    }
+
+    /// The node id for an inode of layer filesystem `dev`: the inode number itself when every
+    /// layer shares one filesystem, else the number tagged with the filesystem's index.
+    fn node_id_for(&self, dev: u64, ino: u64) -> NodeId {
+        let id = if self.single_dev {
+            ino
+        } else {
+            let idx = self.devs.iter().position(|d| *d == dev).unwrap_or(0) as u64;
+            ((idx + 1) << 48) ^ ino
+        };
+        if id == NodeId::ROOT.0 || id == 0 {
+            NodeId(1 << 62 | id)
+        } else {
+            NodeId(id)
+        }
+    }
+
+    /// Stat of the node's visible copy, as the mount shows it.
+    pub fn getattr(&self, node: &Node) -> Result<Attr> {
+        let st = node.state();
+        let path = node.path()?;
+        let mut a = sys::lstat_at(self.layer_fd(Self::top_of(&st)?)?, &path)?;
+        self.fix_attr(node, &st, &mut a);
+        Ok(a)
+    }
+
+    fn fix_attr(&self, node: &Node, st: &NodeState, a: &mut Attr) {
+        a.st_ino = node.ino;
+        // Like overlayfs: a directory merged from several layers reports one link.
+        if node.is_dir() && usize::from(st.upper) + st.lowers.len() > 1 {
+            a.st_nlink = 1;
+        }
+    }
+
+    /// A fresh name for staging an entry in the workdir. Names never repeat within a mount
+    /// and are seeded per mount, and every creation with one uses O_EXCL semantics.
+    fn tmp_name(&self) -> CString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#lfs{:x}-{n:x}", std::process::id())).unwrap_or_default()
+    }
+
+    pub fn statfs(&self) -> Result<rustix::fs::StatVfs> {
+        let fd = match &self.rw {
+            Some(w) => w.upper.fd(),
+            None => self.lower(LowerIdx(0))?.fd(),
+        };
+        // O_PATH fds don't support fstatvfs: reopen the root for reading.
+        let dir = sys::open_at(
+            fd,
+            c".",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            0,
+        )?;
+        Ok(rustix::fs::fstatvfs(dir.as_fd())?)
+    }
+
+    pub fn opaque_xattr(&self) -> &'static CStr {
+        self.opaque_xattr
+    }
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (t << 16) ^ u64::from(std::process::id())
+}
+
+fn open_writable(upper: &std::path::Path, work: &std::path::Path) -> Result<Writable> {
+    let upper = Layer::open(upper, "upperdir")?;
+    let wroot = Layer::open(work, "workdir")?;
+    if wroot.dev != upper.dev {
+        return Err(Error::Usage(format!(
+            "workdir {} and upperdir {} are on different filesystems: they must be on the same one \
+             (copy-up publishes by rename)",
+            wroot.path.display(),
+            upper.path.display()
+        )));
+    }
+    match rustix::fs::mkdirat(wroot.fd(), WORK_SUBDIR, rustix::fs::Mode::empty()) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => {
+            return Err(Error::io("create", wroot.path.join("work"), e.into()));
+        }
+    }
+    let work_path = wroot.path.join("work");
+    let work = Layer::open(&work_path, "workdir")?;
+    // Leftovers of an interrupted operation are never visible; clear them like the kernel does.
+    copyup::purge_dir_contents(work.fd(), c".")
+        .map_err(|e| Error::io("clean", &work_path, e.into()))?;
+    Ok(Writable { upper, work })
+}
+
+/// What a name resolves to (see `lookup.rs`).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub node: Arc<Node>,
+    pub attr: Attr,
+}
+
+pub(crate) fn name_ok(name: &OsStr) -> Result<CString> {
+    if whiteout::is_wh_name(name) {
+        // `.wh.` names are whiteouts in other tools' layers: never shown, never created.
+        return Err(Error::Sys(Errno::INVAL));
+    }
+    Ok(sys::cstr(name)?)
+}

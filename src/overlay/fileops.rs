@@ -1,0 +1,221 @@
+//! Operations on an existing node: open, setattr, readlink, xattrs.
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+
+use super::copyup::Data;
+use super::dirops::open_flags;
+use super::node::Node;
+use super::{Attr, Overlay, Which, whiteout};
+use crate::{Error, Result, sys};
+
+/// A time to set: a value, or the current time.
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    Now,
+    At(i64, u32),
+}
+
+/// The changes of one setattr request; `None` leaves a field alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+/// An opened file: its fd, and whether it is the upper copy.
+#[derive(Debug)]
+pub struct Opened {
+    pub fd: OwnedFd,
+    pub upper: bool,
+}
+
+fn wants_write(flags: OFlags) -> bool {
+    let acc = flags & OFlags::ACCMODE;
+    acc == OFlags::WRONLY || acc == OFlags::RDWR || flags.contains(OFlags::TRUNC)
+}
+
+impl Overlay {
+    /// Will `open` with these flags copy file data up (slow for a large file)?
+    pub fn open_copies_data(&self, node: &Node, flags: i32) -> bool {
+        let flags = open_flags(flags);
+        wants_write(flags)
+            && !flags.contains(OFlags::TRUNC)
+            && !node.is_upper()
+            && !self.is_read_only()
+    }
+
+    /// Opens a regular file; a write open copies it up first (without data under O_TRUNC).
+    pub fn open(&self, node: &Arc<Node>, flags: i32) -> Result<Opened> {
+        let flags = open_flags(flags);
+        if wants_write(flags) {
+            if self.is_read_only() {
+                return Err(Error::Sys(Errno::ROFS));
+            }
+            let data = if flags.contains(OFlags::TRUNC) {
+                Data::Empty
+            } else {
+                Data::Full
+            };
+            self.copy_up(node, data)?;
+        }
+        let st = node.state();
+        let w = Self::top_of(&st)?;
+        let fd = sys::open_at(self.layer_fd(w)?, &node.path()?, flags, 0)?;
+        Ok(Opened {
+            fd,
+            upper: w == Which::Upper,
+        })
+    }
+
+    pub fn setattr(&self, node: &Arc<Node>, a: &SetAttr, fh: Option<&OwnedFd>) -> Result<Attr> {
+        let data = if a.size == Some(0) {
+            Data::Empty
+        } else {
+            Data::Full
+        };
+        self.copy_up(node, data)?;
+        let upper = self.layer_fd(Which::Upper)?;
+        let path = node.path()?;
+        if a.uid.is_some() || a.gid.is_some() {
+            rustix::fs::chownat(
+                upper,
+                &path,
+                a.uid.map(Uid::from_raw),
+                a.gid.map(Gid::from_raw),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(mode) = a.mode {
+            rustix::fs::chmodat(
+                upper,
+                &path,
+                Mode::from_raw_mode(mode & 0o7777),
+                AtFlags::empty(),
+            )?;
+        }
+        if let Some(size) = a.size {
+            match fh {
+                Some(fd) => rustix::fs::ftruncate(fd.as_fd(), size)?,
+                None => {
+                    let fd = sys::open_at(upper, &path, OFlags::WRONLY, 0)?;
+                    rustix::fs::ftruncate(fd.as_fd(), size)?;
+                }
+            }
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let times = Timestamps {
+                last_access: timespec(a.atime),
+                last_modification: timespec(a.mtime),
+            };
+            rustix::fs::utimensat(upper, &path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        self.getattr(node)
+    }
+
+    pub fn readlink(&self, node: &Node) -> Result<Vec<u8>> {
+        let st = node.state();
+        let target = rustix::fs::readlinkat(
+            self.layer_fd(Self::top_of(&st)?)?,
+            &node.path()?,
+            Vec::new(),
+        )?;
+        Ok(target.into_bytes())
+    }
+
+    pub fn getxattr(&self, node: &Node, name: &CStr) -> Result<Vec<u8>> {
+        if whiteout::is_private_xattr(name.to_bytes()) {
+            return Err(Error::Sys(Errno::NODATA));
+        }
+        let st = node.state();
+        sys::lgetxattr(self.layer_fd(Self::top_of(&st)?)?, &node.path()?, name)?
+            .ok_or(Error::Sys(Errno::NODATA))
+    }
+
+    /// Xattr names, NUL-terminated and concatenated, overlay-private ones left out.
+    pub fn listxattr(&self, node: &Node) -> Result<Vec<u8>> {
+        let st = node.state();
+        let names = sys::llistxattr(self.layer_fd(Self::top_of(&st)?)?, &node.path()?)?;
+        let mut out = Vec::new();
+        for n in names
+            .iter()
+            .filter(|n| !whiteout::is_private_xattr(n.to_bytes()))
+        {
+            out.extend_from_slice(n.to_bytes_with_nul());
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, node: &Arc<Node>, name: &CStr, value: &[u8], flags: i32) -> Result<()> {
+        if whiteout::is_private_xattr(name.to_bytes()) {
+            return Err(Error::Sys(Errno::PERM));
+        }
+        self.writable()?;
+        self.copy_up(node, Data::Full)?;
+        sys::lsetxattr(
+            self.layer_fd(Which::Upper)?,
+            &node.path()?,
+            name,
+            value,
+            flags,
+        )?;
+        Ok(())
+    }
+
+    pub fn removexattr(&self, node: &Arc<Node>, name: &CStr) -> Result<()> {
+        if whiteout::is_private_xattr(name.to_bytes()) {
+            return Err(Error::Sys(Errno::NODATA));
+        }
+        self.writable()?;
+        // Like overlayfs: no copy-up for removing what isn't there.
+        if !node.is_upper() {
+            self.getxattr(node, name)?;
+        }
+        self.copy_up(node, Data::Full)?;
+        sys::lremovexattr(self.layer_fd(Which::Upper)?, &node.path()?, name)?;
+        Ok(())
+    }
+
+    /// fsyncdir: flush the upper directory when there is one.
+    pub fn fsync_dir(&self, node: &Node) -> Result<()> {
+        if !self.fsync || !node.is_upper() {
+            return Ok(());
+        }
+        let fd = sys::open_at(
+            self.layer_fd(Which::Upper)?,
+            &node.path()?,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            0,
+        )?;
+        rustix::fs::fsync(fd.as_fd())?;
+        Ok(())
+    }
+
+    pub fn xattr_name(name: &std::ffi::OsStr) -> Result<CString> {
+        Ok(sys::cstr(name)?)
+    }
+}
+
+fn timespec(t: Option<SetTime>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(SetTime::At(s, ns)) => Timespec {
+            tv_sec: s,
+            tv_nsec: ns as _,
+        },
+    }
+}

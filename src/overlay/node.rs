@@ -1,0 +1,278 @@
+//! Nodes: the overlay's inodes, shared by every name that leads to them.
+//!
+//! A `NodeId` is the FUSE node id and also the `st_ino` the mount reports (fuser couples
+//! them). It is derived from the underlying inode so that it is stable across copy-up and
+//! across remounts (see `Overlay::node_id_for`); the root is always `NodeId::ROOT`.
+//!
+//! Lifetime: the kernel holds a lookup count per node; `forget` lowers it and the node leaves
+//! the table at zero. A child holds its parent through `Link::parent` (an `Arc`), and the kernel
+//! never forgets a directory before its children, so a path can always be rebuilt.
+//!
+//! Locks: the table lock is held only to get, insert or remove; a node's `state` lock only to
+//! read or update its own fields (never while taking another node's lock, never across I/O).
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use rustix::fs::FileType;
+use rustix::io::Errno;
+
+use super::layer::LowerIdx;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+impl NodeId {
+    pub const ROOT: NodeId = NodeId(1);
+}
+
+/// One name of a node: its parent directory and the name in it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub parent: Arc<Node>,
+    pub name: OsString,
+}
+
+/// Where a node lives in the stack.
+#[derive(Debug, Clone, Default)]
+pub struct NodeState {
+    /// Known names; a directory has exactly one, the root none. The first is used for paths.
+    pub links: Vec<Link>,
+    /// Present in the upper layer (created there, or copied up).
+    pub upper: bool,
+    /// Directories: the lower directories merged under this one, top first (empty when opaque
+    /// or upper-only). Other files: the topmost lower layer holding the file, if any.
+    pub lowers: Vec<LowerIdx>,
+    /// The upper inode number, registered in `NodeTable::by_upper` while the node lives.
+    pub upper_ino: Option<u64>,
+}
+
+/// What one lower layer's copy of a directory holds, read once: lower layers never change,
+/// so a lookup that misses in it needs no syscall.
+#[derive(Debug, Default)]
+pub struct LowerNames {
+    pub names: HashSet<OsString>,
+    /// Names hidden below this layer: char 0/0 entries and the targets of `.wh.NAME` files.
+    pub whiteouts: HashSet<OsString>,
+}
+
+/// Directories with more entries than this in one layer are probed name by name instead.
+pub const MAX_CACHED_NAMES: usize = 200_000;
+
+#[derive(Debug)]
+pub struct Node {
+    pub id: NodeId,
+    /// The `st_ino` shown for this node. Equal to `id` except for the names of a lower hard
+    /// link, which are separate nodes (copy-up separates them) showing one inode number.
+    pub ino: u64,
+    pub kind: FileType,
+    lookups: AtomicU64,
+    state: RwLock<NodeState>,
+    /// Serialises copy-up of this node; the loser of a race finds `upper` set and succeeds.
+    pub copyup_lock: Mutex<()>,
+    /// Directories: the names of each merged lower layer (`None`: too many to keep).
+    lower_names: Mutex<HashMap<LowerIdx, Option<Arc<LowerNames>>>>,
+}
+
+impl Node {
+    pub fn new(id: NodeId, ino: u64, kind: FileType, state: NodeState) -> Node {
+        Node {
+            id,
+            ino,
+            kind,
+            lookups: AtomicU64::new(0),
+            state: RwLock::new(state),
+            copyup_lock: Mutex::new(()),
+            lower_names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached names of lower layer `li` here: `None` if not read yet, `Some(None)` if the
+    /// directory is too large to keep.
+    pub fn cached_lower_names(&self, li: LowerIdx) -> Option<Option<Arc<LowerNames>>> {
+        self.lower_names.lock().get(&li).cloned()
+    }
+
+    pub fn store_lower_names(&self, li: LowerIdx, names: Option<Arc<LowerNames>>) {
+        self.lower_names.lock().entry(li).or_insert(names);
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileType::Directory
+    }
+
+    pub fn state(&self) -> NodeState {
+        self.state.read().clone()
+    }
+
+    pub fn is_upper(&self) -> bool {
+        self.state.read().upper
+    }
+
+    pub fn update<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> R {
+        f(&mut self.state.write())
+    }
+
+    /// The node's path relative to every layer root ("." for the root).
+    pub fn path(&self) -> Result<CString, Errno> {
+        let mut names: Vec<OsString> = Vec::new();
+        let mut parent = {
+            let st = self.state.read();
+            if self.id == NodeId::ROOT {
+                return Ok(c".".to_owned());
+            }
+            let l = st.links.first().ok_or(Errno::STALE)?;
+            names.push(l.name.clone());
+            l.parent.clone()
+        };
+        while parent.id != NodeId::ROOT {
+            let next = {
+                let st = parent.state.read();
+                let l = st.links.first().ok_or(Errno::STALE)?;
+                names.push(l.name.clone());
+                l.parent.clone()
+            };
+            parent = next;
+        }
+        let mut v = Vec::new();
+        for (i, n) in names.iter().rev().enumerate() {
+            if i > 0 {
+                v.push(b'/');
+            }
+            v.extend_from_slice(n.as_bytes());
+        }
+        CString::new(v).map_err(|_| Errno::INVAL)
+    }
+
+    /// Records `parent/name` as a name of this node (first position: the freshest name).
+    pub fn add_link(&self, parent: &Arc<Node>, name: &std::ffi::OsStr) {
+        let mut st = self.state.write();
+        if let Some(i) = st
+            .links
+            .iter()
+            .position(|l| l.parent.id == parent.id && l.name == name)
+        {
+            let l = st.links.remove(i);
+            st.links.insert(0, l);
+        } else {
+            st.links.insert(
+                0,
+                Link {
+                    parent: parent.clone(),
+                    name: name.to_owned(),
+                },
+            );
+        }
+        if self.is_dir() {
+            st.links.truncate(1);
+        }
+    }
+
+    pub fn remove_link(&self, parent: NodeId, name: &std::ffi::OsStr) {
+        self.state
+            .write()
+            .links
+            .retain(|l| !(l.parent.id == parent && l.name == name));
+    }
+}
+
+/// The node table. Lookup counts change only under its lock, so a node can't be removed while
+/// a concurrent lookup is taking a reference to it.
+#[derive(Debug, Default)]
+pub struct NodeTable {
+    map: RwLock<HashMap<NodeId, Arc<Node>>>,
+    /// Upper inode number -> node, so that every name of an upper hard link finds one node.
+    by_upper: RwLock<HashMap<u64, NodeId>>,
+}
+
+impl NodeTable {
+    pub fn get(&self, id: NodeId) -> Option<Arc<Node>> {
+        self.map.read().get(&id).cloned()
+    }
+
+    pub fn insert_root(&self, node: Node) -> Arc<Node> {
+        let n = Arc::new(node);
+        n.lookups.store(1, Ordering::Relaxed);
+        self.map.write().insert(n.id, n.clone());
+        n
+    }
+
+    pub fn upper_alias(&self, ino: u64) -> Option<NodeId> {
+        self.by_upper.read().get(&ino).copied()
+    }
+
+    /// Registers the upper inode of `node` (after creation, copy-up or lookup in upper).
+    pub fn set_upper_alias(&self, node: &Node, ino: u64) {
+        node.update(|s| s.upper_ino = Some(ino));
+        self.by_upper.write().insert(ino, node.id);
+    }
+
+    /// Returns the node `id` with one more lookup, creating it (or replacing a node of another
+    /// type whose inode number the filesystem reused) with `make`.
+    pub fn lookup_or_insert(
+        &self,
+        id: NodeId,
+        ino: u64,
+        kind: FileType,
+        make: impl FnOnce() -> NodeState,
+    ) -> Arc<Node> {
+        {
+            let map = self.map.read();
+            if let Some(n) = map.get(&id)
+                && n.kind == kind
+            {
+                n.lookups.fetch_add(1, Ordering::Relaxed);
+                return n.clone();
+            }
+        }
+        let mut map = self.map.write();
+        if let Some(n) = map.get(&id) {
+            if n.kind == kind {
+                n.lookups.fetch_add(1, Ordering::Relaxed);
+                return n.clone();
+            }
+            // The kernel will forget the old inode under the same id: carry its count over.
+            let carried = n.lookups.load(Ordering::Relaxed);
+            let fresh = Arc::new(Node::new(id, ino, kind, make()));
+            fresh.lookups.store(carried + 1, Ordering::Relaxed);
+            map.insert(id, fresh.clone());
+            return fresh;
+        }
+        let fresh = Arc::new(Node::new(id, ino, kind, make()));
+        fresh.lookups.store(1, Ordering::Relaxed);
+        map.insert(id, fresh.clone());
+        fresh
+    }
+
+    pub fn forget(&self, id: NodeId, n: u64) {
+        if id == NodeId::ROOT {
+            return;
+        }
+        let mut map = self.map.write();
+        let Some(node) = map.get(&id) else { return };
+        let left = node.lookups.load(Ordering::Relaxed).saturating_sub(n);
+        node.lookups.store(left, Ordering::Relaxed);
+        if left == 0 {
+            let upper_ino = node.state.read().upper_ino;
+            map.remove(&id);
+            drop(map);
+            if let Some(ino) = upper_ino {
+                let mut by = self.by_upper.write();
+                if by.get(&ino) == Some(&id) {
+                    by.remove(&ino);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

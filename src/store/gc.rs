@@ -1,0 +1,80 @@
+//! Removing images and collecting what nothing references any more. Callers hold the store lock
+//! exclusively, so no load can be reusing a layer while it disappears.
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use super::{Digest, ImageRecord, Store, remove_all};
+use crate::{Error, Result};
+
+impl Store {
+    /// Removes image records (their names must already be gone), then unreferenced layers and
+    /// blobs. Returns the bytes reclaimed (uncompressed layer sizes).
+    pub(crate) fn delete_images(&self, ids: &[Digest], out: &mut dyn Write) -> Result<u64> {
+        for id in ids {
+            let p = self.image_path(id);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {
+                    let _ = writeln!(out, "Deleted: {id}");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &p, e)),
+            }
+        }
+        self.collect_garbage(out)
+    }
+
+    /// Deletes layers no image needs and config/manifest blobs no image names.
+    pub(crate) fn collect_garbage(&self, out: &mut dyn Write) -> Result<u64> {
+        let images = self.images()?;
+        let mut keep_layers = BTreeSet::new();
+        let mut keep_blobs = BTreeSet::new();
+        for img in &images {
+            keep_layers.extend(img.layers.iter().cloned());
+            keep_blobs.insert(img.id.clone());
+            keep_blobs.extend(img.manifest.iter().cloned());
+        }
+        let mut reclaimed = 0;
+        for chain in self.layer_ids()? {
+            if keep_layers.contains(&chain) {
+                continue;
+            }
+            let size = self.layer_meta(&chain).map(|m| m.size).unwrap_or(0);
+            // Out of sight in one rename, then removed: a crash in between leaves only tmp/.
+            let st = self.staging()?;
+            let from = self.layer_dir(&chain);
+            let to = st.path().join("layer");
+            std::fs::rename(&from, &to).map_err(|e| Error::io("remove layer", &from, e))?;
+            remove_all(&to)?;
+            reclaimed += size;
+            let _ = writeln!(out, "Deleted layer: {chain}");
+        }
+        for blob in super::list_hex(&self.root.join("blobs/sha256"), "")? {
+            if !keep_blobs.contains(&blob) {
+                let p = self.blob_path(&blob);
+                std::fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+            }
+        }
+        Ok(reclaimed)
+    }
+
+    /// Names pointing at `id`, normalised.
+    pub fn names_of(&self, id: &Digest) -> Result<Vec<String>> {
+        Ok(self
+            .refs()?
+            .into_iter()
+            .filter(|(_, v)| v == id)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Images no name points at.
+    pub fn dangling(&self) -> Result<Vec<ImageRecord>> {
+        let refs = self.refs()?;
+        let named: BTreeSet<&Digest> = refs.values().collect();
+        Ok(self
+            .images()?
+            .into_iter()
+            .filter(|i| !named.contains(&i.id))
+            .collect())
+    }
+}

@@ -1,0 +1,428 @@
+//! Importing an image: verify, extract missing layers (in parallel), publish, name.
+//!
+//! A load is a sequence that becomes visible only at its end: layers are extracted into a
+//! staging directory under tmp/ while their blob digest, size and diff_id are computed in the
+//! same pass; only when every layer verified are they synced and renamed into layers/, then the
+//! config and manifest blobs, then the image record, then the names. A failure before that
+//! leaves nothing but the staging directory, removed on drop or by the next sweep.
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::digest::HashingReader;
+use super::records::{ImageRecord, LayerMeta, now_rfc3339};
+use super::{Digest, Store};
+use crate::image::compress;
+use crate::image::oci::{Document, ImageConfig, Manifest, chain_ids, parse_document};
+use crate::image::tarentry::RelPath;
+use crate::image::unpack::{Limits, open_layer_root, unpack_layer};
+use crate::image::write::copy_dir_attrs_from_lower;
+use crate::reference::Reference;
+use crate::{Error, Result};
+
+/// Opens a layer blob for streaming (from an archive, a layout directory, a registry...).
+pub type Opener = Box<dyn Fn() -> Result<Box<dyn Read + Send>> + Send + Sync>;
+
+/// One layer to import, in the image's order.
+pub struct LayerInput {
+    /// How errors name it: `blob sha256:…` or `member abc/layer.tar of x.tar`.
+    pub what: String,
+    /// Digest and size of the blob as the manifest declares them (none in legacy archives).
+    pub expected: Option<(Digest, u64)>,
+    /// Bytes to expect, for progress bars.
+    pub size_hint: u64,
+    pub open: Opener,
+}
+
+/// Everything needed to import one image.
+pub struct ImagePlan {
+    /// Config bytes exactly as found (their sha256 is the image ID).
+    pub config: Vec<u8>,
+    /// Manifest bytes when the source has one.
+    pub manifest: Option<Vec<u8>>,
+    pub layers: Vec<LayerInput>,
+    pub names: Vec<Reference>,
+}
+
+pub struct ImportOptions {
+    pub limits: Limits,
+    /// Layers extracted at once.
+    pub jobs: usize,
+    /// Show progress bars (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            limits: Limits::from_env(),
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Imported {
+    pub id: Digest,
+    pub names: Vec<Reference>,
+    pub extracted: usize,
+    pub reused: usize,
+}
+
+/// A layer extracted into staging, not yet published.
+struct Staged {
+    index: usize,
+    meta: LayerMeta,
+    implicit: Vec<RelPath>,
+}
+
+impl Store {
+    /// Imports one image; progress lines go to `out`.
+    pub fn import(
+        &self,
+        plan: ImagePlan,
+        opts: &ImportOptions,
+        out: &mut dyn Write,
+    ) -> Result<Imported> {
+        let id = Digest::of(&plan.config);
+        let what = format!("image {}", id.short());
+        let config = ImageConfig::parse(&plan.config, &what)?;
+        let manifest_digest = match &plan.manifest {
+            Some(m) => Some(check_manifest(m, &id, plan.layers.len(), &what)?),
+            None => None,
+        };
+        let diff_ids = config.rootfs.diff_ids.clone();
+        if diff_ids.len() != plan.layers.len() {
+            return Err(Error::Format(format!(
+                "{what}: config lists {} layers (diff_ids) but the image has {}",
+                diff_ids.len(),
+                plan.layers.len()
+            )));
+        }
+        let chains = chain_ids(&diff_ids);
+        let mut todo = Vec::new();
+        let mut reused = 0;
+        for (i, chain) in chains.iter().enumerate() {
+            if self.has_layer(chain) {
+                say(
+                    out,
+                    format!("layer {} already present", short(&diff_ids[i])),
+                );
+                reused += 1;
+            } else if chains[..i].contains(chain) || todo.iter().any(|&j| chains[j] == *chain) {
+                reused += 1;
+            } else {
+                todo.push(i);
+            }
+        }
+        let staging = self.staging()?;
+        let staged = self.extract_all(&plan, &todo, &diff_ids, &chains, staging.path(), opts)?;
+        for s in &staged {
+            say(
+                out,
+                format!(
+                    "layer {} extracted ({} entries, {})",
+                    short(&s.meta.diff_id),
+                    s.meta.entries,
+                    super::output::human_size(s.meta.size)
+                ),
+            );
+        }
+        self.inherit_implicit_dirs(&staged, &chains, staging.path())?;
+        sync_fs(staging.path())?;
+        for s in &staged {
+            let from = staging.path().join(s.meta.chain_id.hex());
+            let to = self.layer_dir(&s.meta.chain_id);
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                    say(
+                        out,
+                        format!(
+                            "layer {} already present (loaded concurrently)",
+                            short(&s.meta.diff_id)
+                        ),
+                    );
+                }
+                Err(e) => return Err(Error::io("publish layer", &to, e)),
+            }
+        }
+        self.put_blob(&plan.config)?;
+        if let Some(m) = &plan.manifest {
+            self.put_blob(m)?;
+        }
+        let size = chains
+            .iter()
+            .map(|c| self.layer_meta(c).map(|m| m.size))
+            .sum::<Result<u64>>()?;
+        let mut repo_digests: Vec<String> = match (&manifest_digest, self.image(&id)) {
+            (_, Ok(old)) => old.repo_digests,
+            _ => Vec::new(),
+        };
+        if let Some(md) = &manifest_digest {
+            for n in &plan.names {
+                let rd = format!("{}@{md}", n.name());
+                if !repo_digests.contains(&rd) {
+                    repo_digests.push(rd);
+                }
+            }
+        }
+        let rec = ImageRecord {
+            id: id.clone(),
+            manifest: manifest_digest,
+            layers: chains,
+            diff_ids,
+            repo_digests,
+            size,
+            loaded: now_rfc3339(),
+        };
+        self.put_image(&rec)?;
+        self.update_refs(|refs| {
+            for n in &plan.names {
+                refs.insert(n.to_string(), id.clone());
+            }
+            Ok(())
+        })?;
+        if plan.names.is_empty() {
+            say(out, format!("Loaded image ID: {id}"));
+        }
+        for n in &plan.names {
+            say(out, format!("Loaded image: {}", n.familiar()));
+        }
+        Ok(Imported {
+            id,
+            names: plan.names,
+            extracted: staged.len(),
+            reused,
+        })
+    }
+
+    /// Extracts the layers `todo` (indexes into the plan) with up to `opts.jobs` threads.
+    fn extract_all(
+        &self,
+        plan: &ImagePlan,
+        todo: &[usize],
+        diff_ids: &[Digest],
+        chains: &[Digest],
+        staging: &Path,
+        opts: &ImportOptions,
+    ) -> Result<Vec<Staged>> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Mutex<Vec<Result<Staged>>> = Mutex::new(Vec::new());
+        let bars = indicatif::MultiProgress::new();
+        if !opts.progress {
+            bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let jobs = opts.jobs.clamp(1, todo.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                s.spawn(|| {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= todo.len() || failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = todo[k];
+                        let parent = i.checked_sub(1).map(|p| chains[p].clone());
+                        let r = extract_one(
+                            &plan.layers[i],
+                            i,
+                            &diff_ids[i],
+                            &chains[i],
+                            parent,
+                            staging,
+                            opts,
+                            &bars,
+                        );
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        if let Ok(mut v) = results.lock() {
+                            v.push(r);
+                        }
+                    }
+                });
+            }
+        });
+        let mut staged = results
+            .into_inner()
+            .map_err(|_| Error::Format("layer extraction thread panicked".into()))?
+            .into_iter()
+            .collect::<Result<Vec<Staged>>>()?;
+        staged.sort_by_key(|s| s.index);
+        Ok(staged)
+    }
+
+    /// Bottom-up, gives each staged layer's implicit directories the attributes they have in
+    /// the layers below (staged or published).
+    fn inherit_implicit_dirs(
+        &self,
+        staged: &[Staged],
+        chains: &[Digest],
+        staging: &Path,
+    ) -> Result<()> {
+        let diff_of = |c: &Digest| -> PathBuf {
+            let st = staging.join(c.hex()).join("diff");
+            if st.exists() { st } else { self.layer_diff(c) }
+        };
+        for s in staged {
+            if s.implicit.is_empty() || s.index == 0 {
+                continue;
+            }
+            let open = |p: &Path| -> Result<OwnedFd> {
+                use rustix::fs::{Mode, OFlags};
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                rustix::fs::open(p, flags, Mode::empty())
+                    .map_err(|e| Error::io("open", p, e.into()))
+            };
+            let layer = open(&diff_of(&chains[s.index]))?;
+            let lowers: Vec<OwnedFd> = chains[..s.index]
+                .iter()
+                .rev()
+                .map(|c| open(&diff_of(c)))
+                .collect::<Result<_>>()?;
+            let borrowed: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
+            copy_dir_attrs_from_lower(layer.as_fd(), &s.implicit, &borrowed)
+                .map_err(|e| Error::Format(format!("layer {}: {e}", short(&s.meta.diff_id))))?;
+        }
+        Ok(())
+    }
+}
+
+fn say(out: &mut dyn Write, line: String) {
+    let _ = writeln!(out, "{line}");
+}
+
+/// `sha256:` plus the first 12 hex digits.
+fn short(d: &Digest) -> String {
+    format!("sha256:{}", d.short())
+}
+
+fn check_manifest(bytes: &[u8], id: &Digest, n_layers: usize, what: &str) -> Result<Digest> {
+    let Document::Manifest(m): Document = parse_document(bytes, what)? else {
+        return Err(Error::Format(format!(
+            "{what}: expected an image manifest, got an index"
+        )));
+    };
+    let m: Manifest = m;
+    if &m.config.digest != id {
+        return Err(Error::DigestMismatch {
+            what: format!("{what}: config"),
+            expected: m.config.digest.to_string(),
+            actual: id.to_string(),
+        });
+    }
+    if m.layers.len() != n_layers {
+        return Err(Error::Format(format!(
+            "{what}: manifest has {} layers, plan has {n_layers}",
+            m.layers.len()
+        )));
+    }
+    Ok(Digest::of(bytes))
+}
+
+fn sync_fs(p: &Path) -> Result<()> {
+    let fd = rustix::fs::open(
+        p,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", p, e.into()))?;
+    rustix::fs::syncfs(&fd).map_err(|e| Error::io("syncfs", p, e.into()))
+}
+
+/// Extracts one layer into staging/CHAIN/diff while hashing the blob and the tar stream.
+#[allow(clippy::too_many_arguments)]
+fn extract_one(
+    input: &LayerInput,
+    index: usize,
+    diff_id: &Digest,
+    chain: &Digest,
+    parent: Option<Digest>,
+    staging: &Path,
+    opts: &ImportOptions,
+    bars: &indicatif::MultiProgress,
+) -> Result<Staged> {
+    let what = format!("layer {} ({})", index + 1, input.what);
+    let dir = staging.join(chain.hex());
+    let raw = (input.open)()?;
+    let bar = bars.add(indicatif::ProgressBar::new(input.size_hint));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(short(diff_id));
+    let raw = bar.wrap_read(raw);
+    // Read at most one byte more than declared: enough to tell "too long" without reading an
+    // endless stream.
+    let limit = input
+        .expected
+        .as_ref()
+        .map_or(u64::MAX, |(_, n)| n.saturating_add(1));
+    let mut blob = HashingReader::new(raw.take(limit));
+    let (_, dec) = compress::decoder(&mut blob, &what)?;
+    let mut diff = HashingReader::new(dec);
+    let fd = open_layer_root(&dir.join("diff"))?;
+    let up = unpack_layer(&mut diff, fd, &opts.limits, &what)?;
+    let (dec, got_diff, _) = diff.finish();
+    drop(dec);
+    let trailing =
+        compress::discard(&mut blob).map_err(|e| Error::Format(format!("{what}: {e}")))?;
+    let (_, got_blob, blob_len) = blob.finish();
+    bar.finish_and_clear();
+    if let Some((d, n)) = &input.expected {
+        if blob_len != *n {
+            return Err(Error::Format(format!(
+                "{what}: blob is {} bytes, the manifest says {n} (truncated or trailing data)",
+                if blob_len > *n {
+                    format!("more than {n}")
+                } else {
+                    blob_len.to_string()
+                }
+            )));
+        }
+        if &got_blob != d {
+            return Err(Error::DigestMismatch {
+                what: what.clone(),
+                expected: d.to_string(),
+                actual: got_blob.to_string(),
+            });
+        }
+    }
+    if trailing > 0 {
+        return Err(Error::Format(format!(
+            "{what}: {trailing} bytes of trailing data after the compressed stream"
+        )));
+    }
+    if &got_diff != diff_id {
+        return Err(Error::DigestMismatch {
+            what: format!("{what}: uncompressed content (diff_id)"),
+            expected: diff_id.to_string(),
+            actual: got_diff.to_string(),
+        });
+    }
+    let meta = LayerMeta {
+        chain_id: chain.clone(),
+        diff_id: diff_id.clone(),
+        parent,
+        size: up.tar_bytes,
+        entries: up.entries,
+        sources: input.expected.iter().map(|(d, _)| d.clone()).collect(),
+        created: now_rfc3339(),
+    };
+    let bytes = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::Format(format!("encoding layer record: {e}")))?;
+    let mp = dir.join("meta.json");
+    std::fs::write(&mp, bytes).map_err(|e| Error::io("write", &mp, e))?;
+    Ok(Staged {
+        index,
+        meta,
+        implicit: up.implicit_dirs,
+    })
+}

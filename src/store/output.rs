@@ -1,0 +1,143 @@
+//! Human formats shared by the listing commands (docker's units and wording).
+
+/// Decimal units as docker prints them: `0B`, `999B`, `7.8MB`, `1.235GB`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        // Four significant digits, trailing zeros dropped (docker's "%.4g").
+        let digits = if v >= 1000.0 {
+            0
+        } else if v >= 100.0 {
+            1
+        } else if v >= 10.0 {
+            2
+        } else {
+            3
+        };
+        let s = format!("{v:.digits$}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        format!("{s}{}", UNITS[u])
+    }
+}
+
+/// `About an hour ago`, `3 days ago`, `N/A`, from an RFC 3339 time.
+pub fn human_ago(rfc3339: Option<&str>) -> String {
+    let Some(t) = rfc3339.and_then(|s| s.parse::<jiff::Timestamp>().ok()) else {
+        return "N/A".into();
+    };
+    let secs = jiff::Timestamp::now().as_second() - t.as_second();
+    if secs < 0 {
+        return "Less than a second ago".into();
+    }
+    let (m, h, d) = (60, 3600, 86400);
+    let text = match secs {
+        s if s < 1 => "Less than a second".to_string(),
+        1 => "1 second".to_string(),
+        s if s < m => format!("{s} seconds"),
+        s if s < 2 * m => "About a minute".to_string(),
+        s if s < h => format!("{} minutes", s / m),
+        s if s < 2 * h => "About an hour".to_string(),
+        s if s < 2 * d => format!("{} hours", s / h),
+        s if s < 14 * d => format!("{} days", s / d),
+        s if s < 60 * d => format!("{} weeks", s / (7 * d)),
+        s if s < 730 * d => format!("{} months", s / (30 * d)),
+        s => format!("{} years", s / (365 * d)),
+    };
+    format!("{text} ago")
+}
+
+/// Left-aligned columns separated by three spaces, like docker's tables.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Shell-style glob with `*` and `?` (docker's reference filter).
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) && p[pi] != '*' {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (n, s) in [
+            (0, "0B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (7_800_000, "7.8MB"),
+            (123_456_789, "123.5MB"),
+            (1_234_567_890, "1.235GB"),
+            (12_340_000, "12.34MB"),
+        ] {
+            assert_eq!(human_size(n), s, "{n}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("alpine", "alpine"));
+        assert!(glob("alp*", "alpine"));
+        assert!(glob("*/app:1*", "user/app:1.2"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("alpine", "alpine2"));
+        assert!(!glob("*x", "abc"));
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(human_ago(None), "N/A");
+        let t = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
+        assert_eq!(human_ago(Some(&t.to_string())), "3 days ago");
+    }
+}
