@@ -210,8 +210,7 @@ fn run_daemon_start(mut cmd: Command, mnt: &Path, what: &str) -> Result<(), Stri
 
 fn unmount_impl(imp: Impl, mnt: &Path) -> Result<(), String> {
     match imp {
-        Impl::Kernel | Impl::FuseOverlayfs => rustix::mount::unmount(mnt, UnmountFlags::empty())
-            .map_err(|e| format!("umount {}: {e}", mnt.display()))?,
+        Impl::Kernel | Impl::FuseOverlayfs => unmount_retrying(mnt)?,
         Impl::Layerfs => {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_layerfs"));
             cmd.arg("umount").arg(mnt);
@@ -222,6 +221,21 @@ fn unmount_impl(imp: Impl, mnt: &Path) -> Result<(), String> {
         }
     }
     wait_for(mnt, false)
+}
+
+/// umount(2), retried for a while on EBUSY: a process outside the test (a tree walker of
+/// another job on the machine) may hold the mount for a moment.
+fn unmount_retrying(mnt: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + MOUNT_TIMEOUT;
+    loop {
+        match rustix::mount::unmount(mnt, UnmountFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::BUSY) if Instant::now() < deadline => {
+                std::thread::sleep(POLL_INTERVAL * 10)
+            }
+            Err(e) => return Err(format!("umount {}: {e}", mnt.display())),
+        }
+    }
 }
 
 /// Last resort after a failed unmount, so a failing test leaves no mount behind.
