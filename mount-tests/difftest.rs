@@ -211,10 +211,12 @@ fn scenarios() -> Vec<Scenario> {
         sc("rename_symlink_fifo", vec![rename("sym", "d/sym"), readlink("d/sym"), read("d/sym"), rename("fifo", "d/fifo"), lstat("d/fifo")]),
         sc("rename_copied_up_then_back", vec![append("f", "x"), rename("f", "g"), rename("g", "f"), read("f"), lstat("g")]),
         sc("rename_out_of_opaque", vec![rename("opq/new", "new"), readdir("opq"), read("new")]),
+        sc("rename_upper_dir_over_whiteout", vec![mkdir("n", 0o755), write("n/x", "x"), unlink("sym"), rename("n", "sym"), readdir("sym"), lstat("sym")]),
         sc("rename_whiteout_flag", vec![Op::Rename("f".into(), "g".into(), libc::RENAME_WHITEOUT), readdir("")]),
         sc("rename_hidden_source", vec![rename("d/gone", "x"), rename("opq/old", "x")]),
         // Hard links.
         sc("link_lower_file", vec![link("f", "d/f2"), stat("f"), stat("d/f2"), ino_save("f", 0), ino_same("d/f2", 0)]),
+        sc("link_lower_hardlink", vec![link("hl1", "d/hl3"), stat("hl1"), stat("hl2"), ino_save("hl1", 0), ino_same("hl2", 0), ino_same("d/hl3", 0)]),
         sc("link_errors", vec![link("f", "b"), link("d", "d3"), link("nope", "x"), link("f", "nope/x"), link("d/gone", "x")]),
         sc("link_then_write", vec![link("b", "b2"), append("b2", "more\n"), read("b"), unlink("b"), read("b2"), stat("b2")]),
         sc("link_upper_file", vec![write("u", "u"), link("u", "u2"), stat("u"), stat("u2")]),

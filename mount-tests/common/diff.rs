@@ -84,22 +84,30 @@ fn compare_uppers(
     for d in diff_trees(&kraw, &oraw) {
         report.push(format!("raw upper {d}   (kernel | {on})"));
     }
+    // Each implementation reads its own copy of the lowers (the kernel's are in overlay
+    // format, the other's may be in another style) with the other side's upper.
     let cross = [
         (
             Impl::Kernel,
-            odirs,
+            &kdirs.lowers,
+            oup,
             "cross-k",
             format!("kernel on {on}'s upper"),
         ),
-        (other, kdirs, "cross-o", format!("{on} on kernel's upper")),
+        (
+            other,
+            &odirs.lowers,
+            kup,
+            "cross-o",
+            format!("{on} on kernel's upper"),
+        ),
     ];
-    for (imp, dirs, dir, label) in cross {
-        let (upper, _) = dirs.upper.clone().expect("upper");
+    for (imp, lowers, upper, dir, label) in cross {
         let work = base.join(dir).join("work");
         std::fs::create_dir_all(&work).expect("mkdir work");
         let d = Dirs {
-            lowers: dirs.lowers.clone(),
-            upper: Some((upper, work)),
+            lowers: lowers.clone(),
+            upper: Some((upper.clone(), work)),
         };
         match Mount::new(imp, &d, &base.join(dir).join("mnt")) {
             Ok(m) => {
