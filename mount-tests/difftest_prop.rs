@@ -94,7 +94,7 @@ fn env_num(var: &str, default: u64) -> u64 {
 fn random_operation_sequences() {
     common::require_root();
     let other = Impl::under_test();
-    let seed = env_num("LAYERFS_PROP_SEED", 0x1a7e_5f5);
+    let seed = env_num("LAYERFS_PROP_SEED", 0x01a7_e5f5);
     let config = Config {
         cases: env_num("LAYERFS_PROP_CASES", 64) as u32,
         rng_seed: RngSeed::Fixed(seed),
