@@ -72,6 +72,32 @@ impl OwnXattrs {
     }
 }
 
+/// `.wh.NAME` for `NAME`.
+pub fn wh_name(name: &OsStr) -> std::ffi::OsString {
+    let mut v = WH_PREFIX.to_vec();
+    v.extend_from_slice(name.as_bytes());
+    std::ffi::OsString::from_vec(v)
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+/// Is the directory `rel` (beneath `dir`) opaque by any of the markers above?
+pub fn dir_is_opaque(dir: BorrowedFd<'_>, rel: &CStr) -> Result<bool, Errno> {
+    for name in [TRUSTED_OPAQUE, USER_OPAQUE] {
+        match sys::lgetxattr(dir, rel, name) {
+            Ok(Some(v)) if v.as_slice() == b"y" => return Ok(true),
+            Ok(_) | Err(Errno::NOTSUP | Errno::PERM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let marker = sys::join(rel, OsStr::from_bytes(WH_OPAQUE_NAME.to_bytes()));
+    match sys::lstat_at(dir, &marker) {
+        Ok(_) => Ok(true),
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,31 +122,5 @@ mod tests {
         assert_eq!(own.to_shown(b"user.overlay.opaque"), None);
         assert!(is_private_xattr(b"trusted.overlay.redirect"));
         assert!(!is_private_xattr(b"trusted.overlay.overlay.x"));
-    }
-}
-
-/// `.wh.NAME` for `NAME`.
-pub fn wh_name(name: &OsStr) -> std::ffi::OsString {
-    let mut v = WH_PREFIX.to_vec();
-    v.extend_from_slice(name.as_bytes());
-    std::ffi::OsString::from_vec(v)
-}
-
-use std::os::unix::ffi::OsStringExt;
-
-/// Is the directory `rel` (beneath `dir`) opaque by any of the markers above?
-pub fn dir_is_opaque(dir: BorrowedFd<'_>, rel: &CStr) -> Result<bool, Errno> {
-    for name in [TRUSTED_OPAQUE, USER_OPAQUE] {
-        match sys::lgetxattr(dir, rel, name) {
-            Ok(Some(v)) if v.as_slice() == b"y" => return Ok(true),
-            Ok(_) | Err(Errno::NOTSUP | Errno::PERM) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let marker = sys::join(rel, OsStr::from_bytes(WH_OPAQUE_NAME.to_bytes()));
-    match sys::lstat_at(dir, &marker) {
-        Ok(_) => Ok(true),
-        Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
-        Err(e) => Err(e),
     }
 }
