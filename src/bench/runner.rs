@@ -201,7 +201,9 @@ impl Runner<'_> {
                     {
                         let t = Instant::now();
                         drop(raw.take());
-                        raw = Some(self.flatten(&case.layers, &ctl)?);
+                        // Copying is setup, not measured: only the stop flag limits it.
+                        let setup = self.ctl.clone();
+                        raw = Some(self.flatten(&case.layers, &setup)?);
                         log::debug!(
                             "{} {}: flattened copy in {:?}",
                             imp.name,
@@ -216,9 +218,13 @@ impl Runner<'_> {
                     nix::unistd::sync();
                     let m = workloads::run(&r.tree(), &case.input, &env)?;
                     match &case.input {
-                        workloads::Input::RmRf { subtree, .. } => {
-                            tree::restore_subtree(&r.layers, &r.view, subtree, &r.tree(), &ctl)?
-                        }
+                        workloads::Input::RmRf { subtree, .. } => tree::restore_subtree(
+                            &r.layers,
+                            &r.view,
+                            subtree,
+                            &r.tree(),
+                            &self.ctl,
+                        )?,
                         _ => r.dirty = w.destructive(),
                     }
                     m
