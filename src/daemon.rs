@@ -189,7 +189,7 @@ fn fuse_config(opts: &MountOptions) -> Config {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    c.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(2, 16)));
+    c.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(4, 16)));
     c.clone_fd = true;
     c
 }
