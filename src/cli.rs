@@ -30,6 +30,8 @@ pub enum Command {
     Store(crate::store::commands::StoreCommand),
     #[command(flatten)]
     Container(crate::container::commands::ContainerCommand),
+    /// Measure copy-on-write behaviour against kernel overlayfs, fuse-overlayfs and a plain copy
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +64,7 @@ pub struct UmountArgs {
 const SUBCOMMANDS: &[&str] = &[
     "mount", "umount", "help", // driver
     "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
+    "bench",
 ];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Store(cmd) => crate::store::commands::run(cli.root.as_deref(), cmd),
         Command::Container(cmd) => crate::container::commands::run(cli.root.as_deref(), cmd),
+        Command::Bench(args) => crate::bench::command(&args, cli.root.as_deref()),
     }
 }
 

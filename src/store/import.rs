@@ -372,9 +372,26 @@ fn extract_one(
     let (_, dec) = compress::decoder(&mut blob, &what)?;
     let mut diff = HashingReader::new(dec);
     let fd = open_layer_root(&dir.join("diff"))?;
-    let up = unpack_layer(&mut diff, fd, &opts.limits, &what)?;
+    let unpacked = unpack_layer(&mut diff, fd, &opts.limits, &what);
     let (dec, got_diff, _) = diff.finish();
     drop(dec);
+    let up = match unpacked {
+        Ok(up) => up,
+        // A corrupt blob usually shows up first as a bad tar or compressed stream; when the
+        // blob's digest is wrong too, that is the cause to report.
+        Err(e) => {
+            let _ = compress::discard(&mut blob);
+            let (_, got_blob, _) = blob.finish();
+            return Err(match &input.expected {
+                Some((d, _)) if &got_blob != d => Error::DigestMismatch {
+                    what: what.clone(),
+                    expected: d.to_string(),
+                    actual: got_blob.to_string(),
+                },
+                _ => e,
+            });
+        }
+    };
     let trailing =
         compress::discard(&mut blob).map_err(|e| Error::Format(format!("{what}: {e}")))?;
     let (_, got_blob, blob_len) = blob.finish();
