@@ -26,6 +26,7 @@ mod gc;
 pub mod import;
 mod lock;
 mod output;
+mod pipeline;
 pub mod records;
 
 use std::collections::BTreeSet;
