@@ -22,8 +22,12 @@ use crate::mountopts::{KernelFlag, MountOptions};
 use crate::overlay::{self, Overlay};
 use crate::{Error, Result, sys};
 
-pub fn mount_command(args: &MountArgs) -> Result<()> {
+pub fn mount_command(args: &MountArgs, root: Option<&Path>) -> Result<()> {
     let opts = MountOptions::parse(&args.options)?;
+    // `mount IMAGE-or-CONTAINER MNT`: no lowerdir, two operands.
+    if opts.lowerdirs.is_empty() && args.args.len() == 2 {
+        return crate::container::mount::mount_command(root, args, opts);
+    }
     let Some(mountpoint) = args.args.last() else {
         return Err(Error::Usage("mount: give the mount point".into()));
     };
@@ -189,7 +193,7 @@ fn fuse_config(opts: &MountOptions) -> Config {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    c.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(2, 16)));
+    c.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(4, 16)));
     c.clone_fd = true;
     c
 }

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod fuse;
@@ -14,6 +15,7 @@ pub mod image;
 pub mod mountopts;
 pub mod overlay;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod sys;
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use fuser::{
     AccessFlags, BackingId, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -38,7 +38,18 @@ enum IoMode {
     Passthrough(Weak<BackingId>),
 }
 
-pub struct LayerFs {
+/// The filesystem handed to fuser; its state is shared with the workers that finish slow
+/// requests (see `offload`).
+pub struct LayerFs(Arc<Inner>);
+
+impl std::ops::Deref for LayerFs {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Inner {
     ov: Arc<Overlay>,
     handles: Handles,
     ttl: Duration,
@@ -61,16 +72,44 @@ fn caller(req: &Request) -> Caller {
 
 impl LayerFs {
     pub fn new(ov: Arc<Overlay>, ttl: Duration, passthrough: bool) -> LayerFs {
-        LayerFs {
+        LayerFs(Arc::new(Inner {
             ov,
             handles: Handles::default(),
             ttl,
             want_passthrough: passthrough,
             passthrough: AtomicBool::new(false),
             iomodes: Mutex::new(HashMap::new()),
-        }
+        }))
     }
 
+    /// Runs `job` on a thread of its own when `slow` (a copy-up of file data), so that request
+    /// threads never wait on bulk I/O; the job answers the request itself. Inline otherwise,
+    /// or when no thread can be started.
+    fn offload(&self, slow: bool, job: impl FnOnce(&Inner) + Send + 'static) {
+        if slow {
+            let inner = self.0.clone();
+            let slot = Arc::new(Mutex::new(Some(job)));
+            let theirs = slot.clone();
+            let spawned = std::thread::Builder::new()
+                .name("copy-up".into())
+                .spawn(move || {
+                    if let Some(job) = theirs.lock().take() {
+                        job(&inner);
+                    }
+                });
+            if spawned.is_ok() {
+                return;
+            }
+            if let Some(job) = slot.lock().take() {
+                job(&self.0);
+            }
+            return;
+        }
+        job(&self.0)
+    }
+}
+
+impl Inner {
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
         self.ov.node(NodeId(ino.0)).map_err(errno)
     }
@@ -150,6 +189,27 @@ impl LayerFs {
         Ok(Some(fd))
     }
 
+    fn finish_open(&self, node: Arc<Node>, flags: OpenFlags, reply: ReplyOpen) {
+        let opened = match self.ov.open(&node, flags.0) {
+            Ok(o) => o,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let (backing, flags) = self.io_mode(node.id, opened.upper, || {
+            reply.open_backing(opened.fd.as_fd())
+        });
+        let fh = self.handles.insert(Handle::File(FileH {
+            node,
+            fd: opened.fd,
+            upper: opened.upper,
+            reopened: Mutex::new(None),
+            backing: backing.clone(),
+        }));
+        match backing {
+            Some(b) => reply.opened_passthrough(FileHandle(fh.0), flags, &b),
+            None => reply.opened(FileHandle(fh.0), flags),
+        }
+    }
+
     fn file(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         self.handles.get(Fh(fh.0)).ok_or(Errno::EBADF)
     }
@@ -159,18 +219,20 @@ impl LayerFs {
             .state()
             .links
             .first()
-            .map(|l| l.parent.id.0)
-            .unwrap_or(node.id.0);
+            .map(|l| l.parent.ino)
+            .unwrap_or(node.ino);
         let mut v = vec![
             DirEntry {
                 name: ".".into(),
                 kind: rustix::fs::FileType::Directory,
-                ino: node.id.0,
+                ino: node.ino,
+                lower_skip: 0,
             },
             DirEntry {
                 name: "..".into(),
                 kind: rustix::fs::FileType::Directory,
                 ino: parent,
+                lower_skip: 0,
             },
         ];
         v.extend(self.ov.list_dir(node)?);
@@ -197,7 +259,9 @@ impl fuser::Filesystem for LayerFs {
         let _ = config.add_capabilities(
             InitFlags::FUSE_PARALLEL_DIROPS
                 | InitFlags::FUSE_CACHE_SYMLINKS
-                | InitFlags::FUSE_POSIX_ACL,
+                | InitFlags::FUSE_POSIX_ACL
+                | InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO,
         );
         if self.want_passthrough
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -274,18 +338,24 @@ impl fuser::Filesystem for LayerFs {
             atime: attr::set_time(atime),
             mtime: attr::set_time(mtime),
         };
-        let r = self.node(ino).and_then(|n| {
-            let h = fh.and_then(|f| self.handles.get(Fh(f.0)));
+        let node = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        // On a lower regular file every change copies the data up first.
+        let slow =
+            !node.is_upper() && node.kind == rustix::fs::FileType::RegularFile && size != Some(0);
+        self.offload(slow, move |inner| {
+            let h = fh.and_then(|f| inner.handles.get(Fh(f.0)));
             let fd = match h.as_deref() {
-                Some(Handle::File(f)) if n.is_upper() => Some(&f.fd),
+                Some(Handle::File(f)) if node.is_upper() => Some(&f.fd),
                 _ => None,
             };
-            self.ov.setattr(&n, &sa, fd).map_err(errno)
+            match inner.ov.setattr(&node, &sa, fd) {
+                Ok(a) => reply.attr(&inner.ttl, &attr::to_fuse(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
         });
-        match r {
-            Ok(a) => reply.attr(&self.ttl, &attr::to_fuse(&a)),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -430,28 +500,12 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.node(ino).and_then(|n| {
-            let o = self.ov.open(&n, flags.0).map_err(errno)?;
-            Ok((n, o))
-        });
-        let (node, opened) = match r {
-            Ok(v) => v,
+        let node = match self.node(ino) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let (backing, flags) = self.io_mode(node.id, opened.upper, || {
-            reply.open_backing(opened.fd.as_fd())
-        });
-        let fh = self.handles.insert(Handle::File(FileH {
-            node,
-            fd: opened.fd,
-            upper: opened.upper,
-            reopened: Mutex::new(None),
-            backing: backing.clone(),
-        }));
-        match backing {
-            Some(b) => reply.opened_passthrough(FileHandle(fh.0), flags, &b),
-            None => reply.opened(FileHandle(fh.0), flags),
-        }
+        let slow = self.ov.open_copies_data(&node, flags.0);
+        self.offload(slow, move |inner| inner.finish_open(node, flags, reply));
     }
 
     fn read(
@@ -628,6 +682,65 @@ impl fuser::Filesystem for LayerFs {
         }
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), i as u64 + 1, attr::kind(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.file(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Handle::Dir(d) = &*h else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let mut entries = d.entries.lock();
+        if offset == 0 {
+            match self.list_with_dots(&d.node) {
+                Ok(v) => *entries = v,
+                Err(e) => return reply.error(errno(e)),
+            }
+        }
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = i as u64 + 1;
+            let full = if e.name == "." || e.name == ".." {
+                // The kernel takes no entry for these; only the name and d_ino matter.
+                let mut a = attr::to_fuse(&crate::sys::zeroed_stat());
+                a.ino = INodeNo(e.ino);
+                a.kind = attr::kind(e.kind);
+                reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
+            } else {
+                match self.ov.lookup_hinted(&d.node, &e.name, e.lower_skip) {
+                    Ok(ent) => {
+                        let mut a = attr::to_fuse(&ent.attr);
+                        // A node showing another inode number gets no cache (see reply_entry).
+                        let ttl = if a.ino.0 == ent.node.id.0 {
+                            self.ttl
+                        } else {
+                            Duration::ZERO
+                        };
+                        a.ino = INodeNo(ent.node.id.0);
+                        let full = reply.add(a.ino, off, &e.name, &ttl, &a, Generation(0));
+                        if full {
+                            // Not sent: the kernel won't count this lookup.
+                            self.ov.forget(ent.node.id, 1);
+                        }
+                        full
+                    }
+                    // Gone since the listing was taken: leave it out.
+                    Err(_) => false,
+                }
+            };
+            if full {
                 break;
             }
         }

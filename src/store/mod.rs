@@ -6,6 +6,7 @@
 //!   blobs/sha256/HEX        manifests and configs, exactly the bytes loaded (config HEX = image ID)
 //!   layers/HEX/diff/        an extracted layer in overlay format, read-only once published
 //!   layers/HEX/meta.json    LayerMeta; HEX is the layer's chain ID (see below)
+//!   layers/HEX/blob         the blob the layer was extracted from, as it came (see blobs.rs)
 //!   images/HEX.json         ImageRecord; HEX is the image ID (sha256 of the config bytes)
 //!   images/refs.json        "docker.io/library/alpine:latest" -> image ID
 //!   images/refs.lock        flock serialising read-modify-write of refs.json
@@ -20,12 +21,13 @@
 //!
 //! Everything is published by one rename of a fully written, synced object; an existing target
 //! (EEXIST/ENOTEMPTY) means another load published the same content first, which is success.
+pub mod blobs;
 pub mod commands;
 pub mod digest;
 mod gc;
 pub mod import;
 mod lock;
-mod output;
+pub mod output;
 mod pipeline;
 pub mod records;
 
@@ -183,6 +185,20 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(rec)
             .map_err(|e| Error::Format(format!("encoding image record: {e}")))?;
         self.write_atomic(&self.image_path(&rec.id), &bytes)
+    }
+
+    /// Records that image `id` is known in a registry as `repo_digest`
+    /// (`registry/repository@sha256:…`): after a pull by digest or through an index, and after
+    /// a push. Serialised with name updates by the refs lock.
+    pub fn add_repo_digest(&self, id: &Digest, repo_digest: &str) -> Result<()> {
+        let l = lock::FileLock::open(&self.root.join("images/refs.lock"))?;
+        l.exclusive()?;
+        let mut rec = self.image(id)?;
+        if rec.repo_digests.iter().any(|r| r == repo_digest) {
+            return Ok(());
+        }
+        rec.repo_digests.push(repo_digest.to_owned());
+        self.put_image(&rec)
     }
 
     pub fn refs(&self) -> Result<Refs> {
