@@ -66,8 +66,7 @@ pub struct UmountArgs {
 const SUBCOMMANDS: &[&str] = &[
     "mount", "umount", "help", // driver
     "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
-    "bench",
-    "pull", "push", "login", "logout", // registry
+    "bench", "pull", "push", "login", "logout", // registry
 ];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
