@@ -121,10 +121,18 @@ pub fn pull(
     let _ = writeln!(out, "Pulling {shown} ({want}), manifest {manifest_digest}");
     let config = fetch_config(&client, store, repo, &scope, &manifest, &shown)?;
     let cfg = ImageConfig::parse(&config, &format!("{shown}: config"))?;
-    if !cfg.architecture.is_empty() && cfg.architecture != want.architecture {
+    let other_platform = (!cfg.architecture.is_empty() && cfg.architecture != want.architecture)
+        || (!cfg.os.is_empty() && cfg.os != want.os);
+    if other_platform && opts.platform.is_some() {
+        return Err(Error::Usage(format!(
+            "{shown} is an image for {}/{}, not for the requested platform {want}",
+            cfg.os, cfg.architecture
+        )));
+    }
+    if other_platform {
         let _ = writeln!(
             out,
-            "warning: {shown} is for {}/{}, not {want}",
+            "warning: {shown} is for {}/{}, not for this machine ({want})",
             cfg.os, cfg.architecture
         );
     }
