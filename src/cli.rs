@@ -29,6 +29,10 @@ pub enum Command {
     #[command(flatten)]
     Store(crate::store::commands::StoreCommand),
     #[command(flatten)]
+    Container(crate::container::commands::ContainerCommand),
+    /// Measure copy-on-write behaviour against kernel overlayfs, fuse-overlayfs and a plain copy
+    Bench(Box<crate::bench::BenchArgs>),
+    #[command(flatten)]
     Registry(crate::registry::commands::RegistryCommand),
 }
 
@@ -53,7 +57,7 @@ pub struct MountArgs {
 
 #[derive(Debug, Args)]
 pub struct UmountArgs {
-    /// The mount point
+    /// The mount point, or a container (name or ID prefix)
     pub mountpoint: PathBuf,
 }
 
@@ -62,7 +66,7 @@ pub struct UmountArgs {
 const SUBCOMMANDS: &[&str] = &[
     "mount", "umount", "help", // driver
     "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
-    "pull", "push", "login", "logout", // registry
+    "bench", "pull", "push", "login", "logout", // registry
 ];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
@@ -72,7 +76,8 @@ pub fn normalize_argv(mut argv: Vec<OsString>) -> Vec<OsString> {
     };
     let is_meta = matches!(first, "-h" | "--help" | "-V" | "--version" | "--root")
         || first.starts_with("--root=");
-    if !is_meta && !SUBCOMMANDS.contains(&first) {
+    let known = SUBCOMMANDS.contains(&first) || crate::container::commands::NAMES.contains(&first);
+    if !is_meta && !known {
         argv.insert(1, OsString::from("mount"));
     }
     argv
@@ -80,9 +85,13 @@ pub fn normalize_argv(mut argv: Vec<OsString>) -> Vec<OsString> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Mount(args) => crate::daemon::mount_command(&args),
-        Command::Umount(args) => crate::daemon::umount(&args.mountpoint),
+        Command::Mount(args) => crate::daemon::mount_command(&args, cli.root.as_deref()),
+        Command::Umount(args) => {
+            crate::container::mount::umount_command(cli.root.as_deref(), &args.mountpoint)
+        }
         Command::Store(cmd) => crate::store::commands::run(cli.root.as_deref(), cmd),
+        Command::Container(cmd) => crate::container::commands::run(cli.root.as_deref(), cmd),
+        Command::Bench(args) => crate::bench::command(&args, cli.root.as_deref()),
         Command::Registry(cmd) => crate::registry::commands::run(cli.root.as_deref(), cmd),
     }
 }

@@ -22,8 +22,12 @@ use crate::mountopts::{KernelFlag, MountOptions};
 use crate::overlay::{self, Overlay};
 use crate::{Error, Result, sys};
 
-pub fn mount_command(args: &MountArgs) -> Result<()> {
+pub fn mount_command(args: &MountArgs, root: Option<&Path>) -> Result<()> {
     let opts = MountOptions::parse(&args.options)?;
+    // `mount IMAGE-or-CONTAINER MNT`: no lowerdir, two operands.
+    if opts.lowerdirs.is_empty() && args.args.len() == 2 {
+        return crate::container::mount::mount_command(root, args, opts);
+    }
     let Some(mountpoint) = args.args.last() else {
         return Err(Error::Usage("mount: give the mount point".into()));
     };
@@ -134,6 +138,7 @@ fn serve(
             return Err(err);
         }
     };
+    raise_readahead(mnt);
     let pidfile = record_pid(mnt);
     if let Some(mut s) = status {
         let _ = s.write_all(b"ok");
@@ -188,9 +193,26 @@ fn fuse_config(opts: &MountOptions) -> Config {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    c.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(2, 16)));
+    c.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(4, 16)));
     c.clone_fd = true;
     c
+}
+
+/// Readahead of the FUSE mount's backing device, in KiB. The kernel starts FUSE mounts at
+/// 128 KiB, which makes cold sequential reads of lower files several times slower than
+/// overlayfs; 4 MiB brings them close (measured: 385 MB/s -> 2.0 GB/s).
+const READAHEAD_KB: u32 = 4096;
+
+/// Raises the readahead of the mount at `mnt` (best effort: needs root). The device number comes
+/// from mountinfo, not from stat, which would be a request to this very daemon.
+fn raise_readahead(mnt: &Path) {
+    let Some(dev) = mount_field(mnt, 2) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, READAHEAD_KB.to_string()) {
+        log::debug!("{knob}: {e}");
+    }
 }
 
 /// Where daemons record their pid, one file per mount point.
@@ -240,12 +262,25 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
 
 /// Is `mnt` a mount point (per /proc/self/mountinfo), and of which filesystem type?
 pub fn mount_type(mnt: &Path) -> Option<String> {
+    mount_field(mnt, 7)
+}
+
+/// Field `i` of the topmost mountinfo line for mount point `mnt`; fields from 7 on count from
+/// the filesystem type (after the " - " separator).
+fn mount_field(mnt: &Path, i: usize) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mnt.to_str()?;
     info.lines().rev().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
-        let sep = f.iter().position(|x| *x == "-")?;
-        (unescape_mountinfo(f.get(4)?) == want).then(|| f.get(sep + 1).map(|s| s.to_string()))?
+        if unescape_mountinfo(f.get(4)?) != want {
+            return None;
+        }
+        let idx = if i >= 7 {
+            f.iter().position(|x| *x == "-")? + 1 + (i - 7)
+        } else {
+            i
+        };
+        f.get(idx).map(|s| s.to_string())
     })
 }
 

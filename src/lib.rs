@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod fuse;

@@ -18,6 +18,11 @@ pub struct Fh(pub u64);
 pub struct FileH {
     pub node: Arc<Node>,
     pub fd: OwnedFd,
+    /// The fd is the upper copy (else a lower one, which a later copy-up supersedes).
+    pub upper: bool,
+    /// The upper copy, opened on the first read after another handle copied the file up, so
+    /// that this handle sees the new data (as with overlayfs since Linux 4.19).
+    pub reopened: Mutex<Option<Arc<OwnedFd>>>,
     /// Kept alive while the kernel passes this handle's I/O straight to the backing file.
     pub backing: Option<Arc<BackingId>>,
 }

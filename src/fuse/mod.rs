@@ -15,8 +15,8 @@ use std::time::Duration;
 use fuser::{
     AccessFlags, BackingId, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -30,14 +30,33 @@ use crate::overlay::readdir::DirEntry;
 use crate::overlay::{Caller, Entry, Overlay};
 use handles::{DirH, Fh, FileH, Handle, Handles};
 
-pub struct LayerFs {
+#[derive(Debug)]
+enum IoMode {
+    /// This many handles are open in cached mode.
+    Cached(usize),
+    /// Handles pass through to this backing file while any holds it.
+    Passthrough(Weak<BackingId>),
+}
+
+/// The filesystem handed to fuser; its state is shared with the workers that finish slow
+/// requests (see `offload`).
+pub struct LayerFs(Arc<Inner>);
+
+impl std::ops::Deref for LayerFs {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Inner {
     ov: Arc<Overlay>,
     handles: Handles,
     ttl: Duration,
     want_passthrough: bool,
     passthrough: AtomicBool,
-    /// Node -> its passthrough backing file (and whether that is the upper copy).
-    backing: Mutex<HashMap<NodeId, (Weak<BackingId>, bool)>>,
+    /// The I/O mode of every inode with open files (see `io_mode`).
+    iomodes: Mutex<HashMap<NodeId, IoMode>>,
 }
 
 fn errno(e: crate::Error) -> Errno {
@@ -53,16 +72,44 @@ fn caller(req: &Request) -> Caller {
 
 impl LayerFs {
     pub fn new(ov: Arc<Overlay>, ttl: Duration, passthrough: bool) -> LayerFs {
-        LayerFs {
+        LayerFs(Arc::new(Inner {
             ov,
             handles: Handles::default(),
             ttl,
             want_passthrough: passthrough,
             passthrough: AtomicBool::new(false),
-            backing: Mutex::new(HashMap::new()),
-        }
+            iomodes: Mutex::new(HashMap::new()),
+        }))
     }
 
+    /// Runs `job` on a thread of its own when `slow` (a copy-up of file data), so that request
+    /// threads never wait on bulk I/O; the job answers the request itself. Inline otherwise,
+    /// or when no thread can be started.
+    fn offload(&self, slow: bool, job: impl FnOnce(&Inner) + Send + 'static) {
+        if slow {
+            let inner = self.0.clone();
+            let slot = Arc::new(Mutex::new(Some(job)));
+            let theirs = slot.clone();
+            let spawned = std::thread::Builder::new()
+                .name("copy-up".into())
+                .spawn(move || {
+                    if let Some(job) = theirs.lock().take() {
+                        job(&inner);
+                    }
+                });
+            if spawned.is_ok() {
+                return;
+            }
+            if let Some(job) = slot.lock().take() {
+                job(&self.0);
+            }
+            return;
+        }
+        job(&self.0)
+    }
+}
+
+impl Inner {
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
         self.ov.node(NodeId(ino.0)).map_err(errno)
     }
@@ -80,34 +127,86 @@ impl LayerFs {
         }
     }
 
-    /// The backing file for a passthrough open of `node`, shared with its other open handles.
-    /// `Err(())` when another handle still passes through to a different copy (the lower one,
-    /// before a copy-up): this handle must not use the page cache either.
-    fn backing_for(
+    /// How a new open of `node` does its I/O. The kernel gives an inode one I/O mode at a
+    /// time: cached (reads and writes through this daemon and the page cache) or passthrough
+    /// to one backing file. Lower copies are served cached (their data never changes, so the
+    /// page cache is kept across opens); an upper copy passes through, unless handles opened
+    /// before its copy-up still hold the inode in cached mode.
+    fn io_mode(
         &self,
         node: NodeId,
         upper: bool,
         open: impl FnOnce() -> std::io::Result<BackingId>,
-    ) -> Result<Option<Arc<BackingId>>, ()> {
+    ) -> (Option<Arc<BackingId>>, FopenFlags) {
+        let cached_flags = if upper {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
         if !self.passthrough.load(Ordering::Relaxed) {
+            return (None, cached_flags);
+        }
+        let mut map = self.iomodes.lock();
+        match map.get_mut(&node) {
+            Some(IoMode::Cached(n)) if *n > 0 => {
+                *n += 1;
+                return (None, FopenFlags::empty());
+            }
+            Some(IoMode::Passthrough(w)) => {
+                if let Some(b) = w.upgrade() {
+                    return (Some(b), FopenFlags::empty());
+                }
+            }
+            _ => {}
+        }
+        if upper {
+            match open() {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    map.insert(node, IoMode::Passthrough(Arc::downgrade(&b)));
+                    return (Some(b), FopenFlags::empty());
+                }
+                Err(e) => log::debug!("passthrough refused for node {}: {e}", node.0),
+            }
+        }
+        map.insert(node, IoMode::Cached(1));
+        (None, cached_flags)
+    }
+
+    /// The fd a read-only handle on a lower file should read now: the upper copy once the
+    /// file has been copied up (`None`: the handle's own fd).
+    fn current_fd(&self, f: &FileH) -> Result<Option<Arc<OwnedFd>>, Errno> {
+        if f.upper || !f.node.is_upper() {
             return Ok(None);
         }
-        let mut map = self.backing.lock();
-        if let Some((w, up)) = map.get(&node)
-            && let Some(b) = w.upgrade()
-        {
-            return if *up == upper { Ok(Some(b)) } else { Err(()) };
+        let mut slot = f.reopened.lock();
+        if let Some(fd) = &*slot {
+            return Ok(Some(fd.clone()));
         }
-        match open() {
-            Ok(b) => {
-                let b = Arc::new(b);
-                map.insert(node, (Arc::downgrade(&b), upper));
-                Ok(Some(b))
-            }
-            Err(e) => {
-                log::debug!("passthrough refused for node {}: {e}", node.0);
-                Ok(None)
-            }
+        let o = self.ov.open(&f.node, libc::O_RDONLY).map_err(errno)?;
+        let fd = Arc::new(o.fd);
+        *slot = Some(fd.clone());
+        Ok(Some(fd))
+    }
+
+    fn finish_open(&self, node: Arc<Node>, flags: OpenFlags, reply: ReplyOpen) {
+        let opened = match self.ov.open(&node, flags.0) {
+            Ok(o) => o,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let (backing, flags) = self.io_mode(node.id, opened.upper, || {
+            reply.open_backing(opened.fd.as_fd())
+        });
+        let fh = self.handles.insert(Handle::File(FileH {
+            node,
+            fd: opened.fd,
+            upper: opened.upper,
+            reopened: Mutex::new(None),
+            backing: backing.clone(),
+        }));
+        match backing {
+            Some(b) => reply.opened_passthrough(FileHandle(fh.0), flags, &b),
+            None => reply.opened(FileHandle(fh.0), flags),
         }
     }
 
@@ -120,18 +219,20 @@ impl LayerFs {
             .state()
             .links
             .first()
-            .map(|l| l.parent.id.0)
-            .unwrap_or(node.id.0);
+            .map(|l| l.parent.ino)
+            .unwrap_or(node.ino);
         let mut v = vec![
             DirEntry {
                 name: ".".into(),
                 kind: rustix::fs::FileType::Directory,
-                ino: node.id.0,
+                ino: node.ino,
+                lower_skip: 0,
             },
             DirEntry {
                 name: "..".into(),
                 kind: rustix::fs::FileType::Directory,
                 ino: parent,
+                lower_skip: 0,
             },
         ];
         v.extend(self.ov.list_dir(node)?);
@@ -158,7 +259,9 @@ impl fuser::Filesystem for LayerFs {
         let _ = config.add_capabilities(
             InitFlags::FUSE_PARALLEL_DIROPS
                 | InitFlags::FUSE_CACHE_SYMLINKS
-                | InitFlags::FUSE_POSIX_ACL,
+                | InitFlags::FUSE_POSIX_ACL
+                | InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO,
         );
         if self.want_passthrough
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -235,18 +338,24 @@ impl fuser::Filesystem for LayerFs {
             atime: attr::set_time(atime),
             mtime: attr::set_time(mtime),
         };
-        let r = self.node(ino).and_then(|n| {
-            let h = fh.and_then(|f| self.handles.get(Fh(f.0)));
+        let node = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        // On a lower regular file every change copies the data up first.
+        let slow =
+            !node.is_upper() && node.kind == rustix::fs::FileType::RegularFile && size != Some(0);
+        self.offload(slow, move |inner| {
+            let h = fh.and_then(|f| inner.handles.get(Fh(f.0)));
             let fd = match h.as_deref() {
-                Some(Handle::File(f)) if n.is_upper() => Some(&f.fd),
+                Some(Handle::File(f)) if node.is_upper() => Some(&f.fd),
                 _ => None,
             };
-            self.ov.setattr(&n, &sa, fd).map_err(errno)
+            match inner.ov.setattr(&node, &sa, fd) {
+                Ok(a) => reply.attr(&inner.ttl, &attr::to_fuse(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
         });
-        match r {
-            Ok(a) => reply.attr(&self.ttl, &attr::to_fuse(&a)),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -391,30 +500,12 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.node(ino).and_then(|n| {
-            let o = self.ov.open(&n, flags.0).map_err(errno)?;
-            Ok((n, o))
-        });
-        let (node, opened) = match r {
-            Ok(v) => v,
+        let node = match self.node(ino) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let backing = self.backing_for(node.id, opened.upper, || {
-            reply.open_backing(opened.fd.as_fd())
-        });
-        let (backing, flags) = match backing {
-            Ok(b) => (b, FopenFlags::empty()),
-            Err(()) => (None, FopenFlags::FOPEN_DIRECT_IO),
-        };
-        let fh = self.handles.insert(Handle::File(FileH {
-            node,
-            fd: opened.fd,
-            backing: backing.clone(),
-        }));
-        match backing {
-            Some(b) => reply.opened_passthrough(FileHandle(fh.0), flags, &b),
-            None => reply.opened(FileHandle(fh.0), flags),
-        }
+        let slow = self.ov.open_copies_data(&node, flags.0);
+        self.offload(slow, move |inner| inner.finish_open(node, flags, reply));
     }
 
     fn read(
@@ -435,10 +526,15 @@ impl fuser::Filesystem for LayerFs {
         let Handle::File(f) = &*h else {
             return reply.error(Errno::EISDIR);
         };
+        let fresh = match self.current_fd(f) {
+            Ok(fd) => fd,
+            Err(e) => return reply.error(e),
+        };
+        let fd = fresh.as_deref().unwrap_or(&f.fd);
         let mut buf = vec![0u8; size as usize];
         let mut done = 0usize;
         while done < buf.len() {
-            match rustix::io::pread(f.fd.as_fd(), &mut buf[done..], offset + done as u64) {
+            match rustix::io::pread(fd.as_fd(), &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(rustix::io::Errno::INTR) => continue,
@@ -496,12 +592,20 @@ impl fuser::Filesystem for LayerFs {
     ) {
         if let Some(h) = self.handles.remove(Fh(fh.0))
             && let Handle::File(f) = &*h
-            && f.backing.is_some()
         {
             let id = f.node.id;
+            let passthrough = f.backing.is_some();
             drop(h);
-            let mut map = self.backing.lock();
-            if map.get(&id).is_some_and(|(w, _)| w.strong_count() == 0) {
+            let mut map = self.iomodes.lock();
+            let done = match map.get_mut(&id) {
+                Some(IoMode::Cached(n)) if !passthrough => {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                }
+                Some(IoMode::Passthrough(w)) => w.strong_count() == 0,
+                _ => false,
+            };
+            if done {
                 map.remove(&id);
             }
         }
@@ -578,6 +682,65 @@ impl fuser::Filesystem for LayerFs {
         }
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), i as u64 + 1, attr::kind(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match self.file(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Handle::Dir(d) = &*h else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let mut entries = d.entries.lock();
+        if offset == 0 {
+            match self.list_with_dots(&d.node) {
+                Ok(v) => *entries = v,
+                Err(e) => return reply.error(errno(e)),
+            }
+        }
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = i as u64 + 1;
+            let full = if e.name == "." || e.name == ".." {
+                // The kernel takes no entry for these; only the name and d_ino matter.
+                let mut a = attr::to_fuse(&crate::sys::zeroed_stat());
+                a.ino = INodeNo(e.ino);
+                a.kind = attr::kind(e.kind);
+                reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
+            } else {
+                match self.ov.lookup_hinted(&d.node, &e.name, e.lower_skip) {
+                    Ok(ent) => {
+                        let mut a = attr::to_fuse(&ent.attr);
+                        // A node showing another inode number gets no cache (see reply_entry).
+                        let ttl = if a.ino.0 == ent.node.id.0 {
+                            self.ttl
+                        } else {
+                            Duration::ZERO
+                        };
+                        a.ino = INodeNo(ent.node.id.0);
+                        let full = reply.add(a.ino, off, &e.name, &ttl, &a, Generation(0));
+                        if full {
+                            // Not sent: the kernel won't count this lookup.
+                            self.ov.forget(ent.node.id, 1);
+                        }
+                        full
+                    }
+                    // Gone since the listing was taken: leave it out.
+                    Err(_) => false,
+                }
+            };
+            if full {
                 break;
             }
         }
@@ -699,14 +862,12 @@ impl fuser::Filesystem for LayerFs {
             Ok((_, None)) => return reply.error(Errno::EIO),
             Err(e) => return reply.error(e),
         };
-        let backing = self.backing_for(e.node.id, true, || reply.open_backing(fd.as_fd()));
-        let (backing, fflags) = match backing {
-            Ok(b) => (b, FopenFlags::empty()),
-            Err(()) => (None, FopenFlags::FOPEN_DIRECT_IO),
-        };
+        let (backing, fflags) = self.io_mode(e.node.id, true, || reply.open_backing(fd.as_fd()));
         let fh = self.handles.insert(Handle::File(FileH {
             node: e.node.clone(),
             fd,
+            upper: true,
+            reopened: Mutex::new(None),
             backing: backing.clone(),
         }));
         let a = attr::to_fuse(&e.attr);

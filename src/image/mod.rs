@@ -3,7 +3,10 @@
 pub mod compress;
 pub mod load;
 pub mod oci;
+pub mod pack;
+pub mod save;
 pub mod source;
 pub mod tarentry;
+pub mod tarwrite;
 pub mod unpack;
 pub mod write;

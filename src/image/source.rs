@@ -91,6 +91,9 @@ impl Source {
             ))
         })?;
         let file = if kind == Compression::Plain {
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| Error::io("seek", path, e))?;
             file
         } else {
             let tmp = scratch.join("archive.tar");

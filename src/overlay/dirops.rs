@@ -111,7 +111,7 @@ impl Overlay {
     /// Re-resolves `name` after a change and returns it as an entry (one lookup reference).
     fn entry_after_change(&self, parent: &Arc<Node>, ppath: &CStr, name: &OsStr) -> Result<Entry> {
         let r = self
-            .resolve(&parent.state(), ppath, name)?
+            .resolve(parent, &parent.state(), ppath, name)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         Ok(self.entry_from(parent, name, r))
     }
@@ -162,7 +162,7 @@ impl Overlay {
         let pst = parent.state();
         let ppath = parent.path()?;
         let r = self
-            .resolve(&pst, &ppath, name)?
+            .resolve(parent, &pst, &ppath, name)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         let is_dir = r.kind == FileType::Directory;
         if dir && !is_dir {
@@ -172,13 +172,17 @@ impl Overlay {
             return Err(Error::Sys(Errno::ISDIR));
         }
         let rel = sys::join(&ppath, name);
-        if dir && !self.list_dir_at(&resolved_state(&r), &rel)?.is_empty() {
+        if dir
+            && !self
+                .list_dir_at(None, &resolved_state(&r), &rel)?
+                .is_empty()
+        {
             return Err(Error::Sys(Errno::NOTEMPTY));
         }
         self.copy_up(parent, Data::Full)?;
         let ppath = parent.path()?;
         let rel = sys::join(&ppath, name);
-        let needs_wh = self.lower_positive(&parent.state(), &ppath, name)?;
+        let needs_wh = self.lower_positive(parent, &ppath, name)?;
         let upper = self.layer_fd(Which::Upper)?;
         let work = self.writable()?.work.fd();
         if r.upper {

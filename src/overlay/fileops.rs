@@ -43,6 +43,15 @@ fn wants_write(flags: OFlags) -> bool {
 }
 
 impl Overlay {
+    /// Will `open` with these flags copy file data up (slow for a large file)?
+    pub fn open_copies_data(&self, node: &Node, flags: i32) -> bool {
+        let flags = open_flags(flags);
+        wants_write(flags)
+            && !flags.contains(OFlags::TRUNC)
+            && !node.is_upper()
+            && !self.is_read_only()
+    }
+
     /// Opens a regular file; a write open copies it up first (without data under O_TRUNC).
     pub fn open(&self, node: &Arc<Node>, flags: i32) -> Result<Opened> {
         let flags = open_flags(flags);

@@ -60,9 +60,23 @@ impl Overlay {
     /// entry (absent or whited out).
     pub(super) fn resolve(
         &self,
+        parent: &Node,
         pst: &NodeState,
         ppath: &CStr,
         name: &OsStr,
+    ) -> Result<Option<Resolved>> {
+        self.resolve_from(parent, pst, ppath, name, 0)
+    }
+
+    /// As `resolve`, not probing the top `lower_skip` lower layers (known not to hold `name`:
+    /// lower layers never change, so a listing of them proves it).
+    pub(super) fn resolve_from(
+        &self,
+        parent: &Node,
+        pst: &NodeState,
+        ppath: &CStr,
+        name: &OsStr,
+        lower_skip: usize,
     ) -> Result<Option<Resolved>> {
         let rel = sys::join(ppath, name);
         let mut found: Option<Resolved> = None;
@@ -88,9 +102,9 @@ impl Overlay {
                 }
             }
         }
-        for &li in &pst.lowers {
+        for &li in pst.lowers.iter().skip(lower_skip) {
             let fd = self.layer_fd(Which::Lower(li))?;
-            let st = match probe(fd, ppath, &rel, name)? {
+            let st = match self.probe_lower(parent, li, ppath, &rel, name)? {
                 Probe::Whiteout => break,
                 Probe::Missing => continue,
                 Probe::Present(st) => st,
@@ -133,6 +147,42 @@ impl Overlay {
         Ok(found)
     }
 
+    /// `probe` in lower layer `li`, answered from the directory's cached names when it can be.
+    fn probe_lower(
+        &self,
+        parent: &Node,
+        li: LowerIdx,
+        ppath: &CStr,
+        rel: &CStr,
+        name: &OsStr,
+    ) -> Result<Probe> {
+        let fd = self.layer_fd(Which::Lower(li))?;
+        let names = match parent.cached_lower_names(li) {
+            Some(n) => n,
+            None => {
+                let raw = self.read_layer_dir(Which::Lower(li), ppath)?;
+                let built = super::readdir::lower_names(&raw).map(Arc::new);
+                parent.store_lower_names(li, built.clone());
+                built
+            }
+        };
+        let Some(names) = names else {
+            return probe(fd, ppath, rel, name);
+        };
+        if names.whiteouts.contains(name) {
+            return Ok(Probe::Whiteout);
+        }
+        if !names.names.contains(name) {
+            return Ok(Probe::Missing);
+        }
+        match sys::lstat_at(fd, rel) {
+            Ok(st) if sys::is_whiteout(&st) => Ok(Probe::Whiteout),
+            Ok(st) => Ok(Probe::Present(st)),
+            Err(Errno::NOENT) => Ok(Probe::Missing),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The node id and shown inode number of `parent/name` resolved as `r` (see node.rs for
     /// why they derive from inode numbers).
     pub(super) fn id_of(&self, parent: NodeId, name: &OsStr, r: &Resolved) -> (NodeId, u64) {
@@ -162,6 +212,16 @@ impl Overlay {
 
     /// Looks `name` up in `parent`, taking one lookup reference on the node returned.
     pub fn lookup(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Entry> {
+        self.lookup_hinted(parent, name, 0)
+    }
+
+    /// `lookup` of a name from a merged listing of `parent` (`DirEntry::lower_skip`).
+    pub fn lookup_hinted(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        lower_skip: usize,
+    ) -> Result<Entry> {
         if whiteout::is_wh_name(name) {
             return Err(Error::Sys(Errno::NOENT));
         }
@@ -171,7 +231,7 @@ impl Overlay {
         let pst = parent.state();
         let ppath = parent.path()?;
         let r = self
-            .resolve(&pst, &ppath, name)?
+            .resolve_from(parent, &pst, &ppath, name, lower_skip)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         Ok(self.entry_from(parent, name, r))
     }
@@ -204,15 +264,10 @@ impl Overlay {
 
     /// Does any lower layer still show `name` under `parent` (so removing or renaming the name
     /// away must leave a whiteout)? Mirrors overlayfs's "lower positive" check.
-    pub(super) fn lower_positive(
-        &self,
-        pst: &NodeState,
-        ppath: &CStr,
-        name: &OsStr,
-    ) -> Result<bool> {
+    pub(super) fn lower_positive(&self, parent: &Node, ppath: &CStr, name: &OsStr) -> Result<bool> {
         let rel = sys::join(ppath, name);
-        for &li in &pst.lowers {
-            match probe(self.layer_fd(Which::Lower(li))?, ppath, &rel, name)? {
+        for &li in &parent.state().lowers {
+            match self.probe_lower(parent, li, ppath, &rel, name)? {
                 Probe::Whiteout => return Ok(false),
                 Probe::Missing => continue,
                 Probe::Present(_) => return Ok(true),

@@ -144,12 +144,18 @@ impl Overlay {
             lowers: (0..ov.lowers.len()).map(|i| LowerIdx(i as u16)).collect(),
             upper_ino: None,
         };
-        ov.nodes.insert_root(Node::new(
-            NodeId::ROOT,
-            NodeId::ROOT.0,
-            FileType::Directory,
-            root_state,
-        ));
+        // The root shows the inode number of the upper root (else the top lower's), like
+        // overlayfs; its node id is FUSE's fixed root id.
+        let top = ov
+            .rw
+            .as_ref()
+            .map_or_else(|| ov.lowers.first(), |w| Some(&w.upper));
+        let root_ino = match top {
+            Some(l) => ov.node_id_for(l.dev, sys::lstat_at(l.fd(), c".")?.st_ino).0,
+            None => NodeId::ROOT.0,
+        };
+        let root = Node::new(NodeId::ROOT, root_ino, FileType::Directory, root_state);
+        ov.nodes.insert_root(root);
         Ok(ov)
     }
 

@@ -10,7 +10,7 @@
 //!
 //! Locks: the table lock is held only to get, insert or remove; a node's `state` lock only to
 //! read or update its own fields (never while taking another node's lock, never across I/O).
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -50,6 +50,18 @@ pub struct NodeState {
     pub upper_ino: Option<u64>,
 }
 
+/// What one lower layer's copy of a directory holds, read once: lower layers never change,
+/// so a lookup that misses in it needs no syscall.
+#[derive(Debug, Default)]
+pub struct LowerNames {
+    pub names: HashSet<OsString>,
+    /// Names hidden below this layer: char 0/0 entries and the targets of `.wh.NAME` files.
+    pub whiteouts: HashSet<OsString>,
+}
+
+/// Directories with more entries than this in one layer are probed name by name instead.
+pub const MAX_CACHED_NAMES: usize = 200_000;
+
 #[derive(Debug)]
 pub struct Node {
     pub id: NodeId,
@@ -61,6 +73,8 @@ pub struct Node {
     state: RwLock<NodeState>,
     /// Serialises copy-up of this node; the loser of a race finds `upper` set and succeeds.
     pub copyup_lock: Mutex<()>,
+    /// Directories: the names of each merged lower layer (`None`: too many to keep).
+    lower_names: Mutex<HashMap<LowerIdx, Option<Arc<LowerNames>>>>,
 }
 
 impl Node {
@@ -72,7 +86,18 @@ impl Node {
             lookups: AtomicU64::new(0),
             state: RwLock::new(state),
             copyup_lock: Mutex::new(()),
+            lower_names: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cached names of lower layer `li` here: `None` if not read yet, `Some(None)` if the
+    /// directory is too large to keep.
+    pub fn cached_lower_names(&self, li: LowerIdx) -> Option<Option<Arc<LowerNames>>> {
+        self.lower_names.lock().get(&li).cloned()
+    }
+
+    pub fn store_lower_names(&self, li: LowerIdx, names: Option<Arc<LowerNames>>) {
+        self.lower_names.lock().entry(li).or_insert(names);
     }
 
     pub fn is_dir(&self) -> bool {

@@ -12,7 +12,9 @@ use std::os::unix::ffi::OsStrExt;
 use rustix::fs::{FileType, OFlags};
 use rustix::io::Errno;
 
-use super::node::{Node, NodeState};
+use std::sync::Arc;
+
+use super::node::{LowerNames, MAX_CACHED_NAMES, Node, NodeState};
 use super::{Overlay, Which, whiteout};
 use crate::{Result, sys};
 
@@ -32,6 +34,9 @@ pub struct DirEntry {
     pub name: OsString,
     pub kind: FileType,
     pub ino: u64,
+    /// How many lower layers (from the top) are known not to hold the name: a lookup of it
+    /// may start below them. 0 for names shown from the upper layer.
+    pub lower_skip: usize,
 }
 
 /// Merges per-layer listings (top first). Pure.
@@ -63,6 +68,7 @@ pub fn merge(layers: &[Vec<RawEntry>]) -> Vec<DirEntry> {
                         name: e.name.clone(),
                         kind: e.kind,
                         ino: e.ino,
+                        lower_skip: depth.saturating_sub(1),
                     });
                 }
                 // A copied-up entry reports its origin's inode number, like `stat` does.
@@ -80,20 +86,53 @@ pub fn merge(layers: &[Vec<RawEntry>]) -> Vec<DirEntry> {
     out
 }
 
+/// The lookup view of one lower layer's listing (`None` when too large to keep).
+pub(super) fn lower_names(raw: &[RawEntry]) -> Option<LowerNames> {
+    if raw.len() > MAX_CACHED_NAMES {
+        return None;
+    }
+    let mut l = LowerNames::default();
+    for e in raw {
+        let b = e.name.as_bytes();
+        if let Some(target) = b.strip_prefix(whiteout::WH_PREFIX) {
+            if !target.starts_with(whiteout::WH_PREFIX) && !target.is_empty() {
+                l.whiteouts.insert(OsStr::from_bytes(target).to_owned());
+            }
+        } else if e.whiteout {
+            l.whiteouts.insert(e.name.clone());
+        } else {
+            l.names.insert(e.name.clone());
+        }
+    }
+    Some(l)
+}
+
 impl Overlay {
     /// The merged listing of directory `node`, without "." and "..".
     pub fn list_dir(&self, node: &Node) -> Result<Vec<DirEntry>> {
-        self.list_dir_at(&node.state(), &node.path()?)
+        self.list_dir_at(Some(node), &node.state(), &node.path()?)
     }
 
-    /// The merged listing of the directory at `path` whose layers are described by `st`.
-    pub(super) fn list_dir_at(&self, st: &NodeState, path: &CStr) -> Result<Vec<DirEntry>> {
+    /// The merged listing of the directory at `path` whose layers are described by `st`;
+    /// `node`, when it is one, keeps the lower layers' names for later lookups.
+    pub(super) fn list_dir_at(
+        &self,
+        node: Option<&Node>,
+        st: &NodeState,
+        path: &CStr,
+    ) -> Result<Vec<DirEntry>> {
         let mut layers = Vec::new();
         if st.upper {
             layers.push(self.read_layer_dir(Which::Upper, path)?);
         }
         for &li in &st.lowers {
-            layers.push(self.read_layer_dir(Which::Lower(li), path)?);
+            let raw = self.read_layer_dir(Which::Lower(li), path)?;
+            if let Some(n) = node
+                && n.cached_lower_names(li).is_none()
+            {
+                n.store_lower_names(li, lower_names(&raw).map(Arc::new));
+            }
+            layers.push(raw);
         }
         // The origin rule in `merge` assumes layer 1 is the first lower under an upper.
         if !st.upper {
@@ -102,7 +141,7 @@ impl Overlay {
         Ok(merge(&layers))
     }
 
-    fn read_layer_dir(&self, w: Which, path: &CStr) -> Result<Vec<RawEntry>> {
+    pub(super) fn read_layer_dir(&self, w: Which, path: &CStr) -> Result<Vec<RawEntry>> {
         let lfd = self.layer_fd(w)?;
         let dev = sys::lstat_at(lfd, c".")?.st_dev;
         let fd = match sys::open_at(lfd, path, OFlags::RDONLY | OFlags::DIRECTORY, 0) {

@@ -40,9 +40,9 @@ impl Overlay {
         let (pst, ppath) = (parent.state(), parent.path()?);
         let (npst, nppath) = (newparent.state(), newparent.path()?);
         let src = self
-            .resolve(&pst, &ppath, name)?
+            .resolve(parent, &pst, &ppath, name)?
             .ok_or(Error::Sys(Errno::NOENT))?;
-        let dst = self.resolve(&npst, &nppath, newname)?;
+        let dst = self.resolve(newparent, &npst, &nppath, newname)?;
         let src_node = self.nodes.get(self.id_of(parent.id, name, &src).0);
         let dst_node = dst
             .as_ref()
@@ -74,7 +74,7 @@ impl Overlay {
                 }
                 if dst_dir {
                     let rel = sys::join(&nppath, newname);
-                    if !self.list_dir_at(&resolved_state(d), &rel)?.is_empty() {
+                    if !self.list_dir_at(None, &resolved_state(d), &rel)?.is_empty() {
                         return Err(Error::Sys(Errno::NOTEMPTY));
                     }
                 }
@@ -108,7 +108,7 @@ impl Overlay {
         let upper = self.layer_fd(Which::Upper)?;
         let work = self.writable()?.work.fd();
         let opaque = self.opaque_xattr();
-        let old_lower = self.lower_positive(&pst, &ppath, name)?;
+        let old_lower = self.lower_positive(parent, &ppath, name)?;
         // Like overlayfs: a directory moved into a merged directory becomes opaque, so that
         // nothing a lower layer has (or later shows) under its new name merges into it.
         let into_merged = !npst.lowers.is_empty();

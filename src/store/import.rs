@@ -368,7 +368,10 @@ fn extract_one(
 ) -> Result<Staged> {
     let what = format!("layer {} ({})", index + 1, input.what);
     let dir = staging.join(chain.hex());
-    let raw = (input.open)()?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let kept = dir.join(super::blobs::LAYER_BLOB);
+    let copy = std::fs::File::create(&kept).map_err(|e| Error::io("create", &kept, e))?;
+    let raw = super::blobs::TeeReader::new((input.open)()?, copy);
     let bar = bars.add(indicatif::ProgressBar::new(input.size_hint));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -390,9 +393,26 @@ fn extract_one(
     let (_, dec) = compress::decoder(&mut blob, &what)?;
     let mut diff = HashingReader::new(dec);
     let fd = open_layer_root(&dir.join("diff"))?;
-    let up = unpack_layer(&mut diff, fd, &opts.limits, &what)?;
+    let unpacked = unpack_layer(&mut diff, fd, &opts.limits, &what);
     let (dec, got_diff, _) = diff.finish();
     drop(dec);
+    let up = match unpacked {
+        Ok(up) => up,
+        // A corrupt blob usually shows up first as a bad tar or compressed stream; when the
+        // blob's digest is wrong too, that is the cause to report.
+        Err(e) => {
+            let _ = compress::discard(&mut blob);
+            let (_, got_blob, _) = blob.finish();
+            return Err(match &input.expected {
+                Some((d, _)) if &got_blob != d => Error::DigestMismatch {
+                    what: what.clone(),
+                    expected: d.to_string(),
+                    actual: got_blob.to_string(),
+                },
+                _ => e,
+            });
+        }
+    };
     let trailing =
         compress::discard(&mut blob).map_err(|e| Error::Format(format!("{what}: {e}")))?;
     let (_, got_blob, blob_len) = blob.finish();
@@ -436,6 +456,10 @@ fn extract_one(
         entries: up.entries,
         sources: vec![got_blob.clone()],
         created: now_rfc3339(),
+        blob: Some(super::blobs::BlobRef {
+            digest: got_blob,
+            size: blob_len,
+        }),
     };
     let bytes = serde_json::to_vec_pretty(&meta)
         .map_err(|e| Error::Format(format!("encoding layer record: {e}")))?;

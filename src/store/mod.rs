@@ -6,6 +6,7 @@
 //!   blobs/sha256/HEX        manifests and configs, exactly the bytes loaded (config HEX = image ID)
 //!   layers/HEX/diff/        an extracted layer in overlay format, read-only once published
 //!   layers/HEX/meta.json    LayerMeta; HEX is the layer's chain ID (see below)
+//!   layers/HEX/blob         the blob the layer was extracted from, as it came (see blobs.rs)
 //!   images/HEX.json         ImageRecord; HEX is the image ID (sha256 of the config bytes)
 //!   images/refs.json        "docker.io/library/alpine:latest" -> image ID
 //!   images/refs.lock        flock serialising read-modify-write of refs.json
@@ -20,12 +21,13 @@
 //!
 //! Everything is published by one rename of a fully written, synced object; an existing target
 //! (EEXIST/ENOTEMPTY) means another load published the same content first, which is success.
+pub mod blobs;
 pub mod commands;
 pub mod digest;
 mod gc;
 pub mod import;
 mod lock;
-mod output;
+pub mod output;
 pub mod records;
 
 use std::collections::BTreeSet;

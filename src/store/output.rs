@@ -82,19 +82,20 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Shell-style glob with `*` and `?` (docker's reference filter).
+/// Shell-style glob with `*` and `?`, neither matching `/` (docker's reference filter uses
+/// path matching).
 pub fn glob(pattern: &str, s: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) && p[pi] != '*' {
+        if pi < p.len() && ((p[pi] == '?' && t[ti] != '/') || p[pi] == t[ti]) && p[pi] != '*' {
             pi += 1;
             ti += 1;
         } else if pi < p.len() && p[pi] == '*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
-        } else if let Some(sp) = star {
+        } else if let Some(sp) = star.filter(|_| t[mark] != '/') {
             pi = sp + 1;
             mark += 1;
             ti = mark;
@@ -132,6 +133,8 @@ mod tests {
         assert!(glob("a?c", "abc"));
         assert!(!glob("alpine", "alpine2"));
         assert!(!glob("*x", "abc"));
+        assert!(!glob("*app", "user/app"));
+        assert!(glob("*/app", "user/app"));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct LayerMeta {
     pub sources: Vec<Digest>,
     /// RFC 3339 time of extraction.
     pub created: String,
+    /// The blob kept in `layers/HEX/blob` (see `blobs.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<super::blobs::BlobRef>,
 }
 
 /// images/HEX.json

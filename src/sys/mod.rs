@@ -221,3 +221,9 @@ pub fn detach_stdio() -> Result<(), Errno> {
     }
     Ok(())
 }
+
+/// An all-zero `stat`, for replies that carry no attributes.
+pub fn zeroed_stat() -> Stat {
+    // SAFETY: `Stat` is a plain C struct of integers, for which all-zero bytes are valid.
+    unsafe { std::mem::zeroed() }
+}

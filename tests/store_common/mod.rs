@@ -206,3 +206,141 @@ pub fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
         Err(_) => None,
     }
 }
+
+/// One image for the builders below: layers as (blob bytes, uncompressed tar).
+pub struct TestImage {
+    pub layers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub config: Vec<u8>,
+}
+
+pub fn media(blob: &[u8]) -> &'static str {
+    match blob {
+        [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => "application/vnd.oci.image.layer.v1.tar+zstd",
+        _ => "application/vnd.oci.image.layer.v1.tar",
+    }
+}
+
+impl TestImage {
+    /// An image whose config lists the tars' digests; `history` adds an empty_layer entry.
+    pub fn new(layers: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        let diff_ids: Vec<String> = layers.iter().map(|(_, t)| sha256(t)).collect();
+        let mut history: Vec<serde_json::Value> = diff_ids
+            .iter()
+            .enumerate()
+            .map(|(i, _)| serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("RUN step {i}")}))
+            .collect();
+        history.push(serde_json::json!({"created": "2024-01-02T00:00:00Z", "created_by": "CMD [\"sh\"]", "empty_layer": true}));
+        let config = serde_json::json!({
+            "created": "2024-01-02T00:00:00Z",
+            "architecture": layerfs::image::oci::Platform::host().architecture,
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/", "Labels": {"a": "b"}},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": history,
+        });
+        TestImage {
+            layers,
+            config: serde_json::to_vec(&config).unwrap(),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        sha256(&self.config)
+    }
+
+    /// The OCI manifest bytes.
+    pub fn manifest(&self) -> Vec<u8> {
+        let layers: Vec<serde_json::Value> = self
+            .layers
+            .iter()
+            .map(|(b, _)| serde_json::json!({"mediaType": media(b), "digest": sha256(b), "size": b.len()}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": self.id(), "size": self.config.len()},
+            "layers": layers,
+        }))
+        .unwrap()
+    }
+}
+
+fn hex(d: &str) -> &str {
+    d.strip_prefix("sha256:").unwrap()
+}
+
+/// Files of an OCI layout: (path, bytes). `annotations` per image go on its index entry.
+pub fn oci_files(images: &[(&TestImage, serde_json::Value)]) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![(
+        "oci-layout".to_string(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    )];
+    let mut manifests = Vec::new();
+    for (img, ann) in images {
+        let m = img.manifest();
+        for (b, _) in &img.layers {
+            files.push((format!("blobs/sha256/{}", hex(&sha256(b))), b.clone()));
+        }
+        files.push((
+            format!("blobs/sha256/{}", hex(&img.id())),
+            img.config.clone(),
+        ));
+        files.push((format!("blobs/sha256/{}", hex(&sha256(&m))), m.clone()));
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256(&m), "size": m.len(), "annotations": ann,
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    files.push(("index.json".into(), serde_json::to_vec(&index).unwrap()));
+    files
+}
+
+/// Docker 25+ `docker save`: an OCI layout plus manifest.json.
+pub fn docker25_files(img: &TestImage, name: &str) -> Vec<(String, Vec<u8>)> {
+    let ann = serde_json::json!({"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "ignored"});
+    let mut files = oci_files(&[(img, ann)]);
+    let layers: Vec<String> = img
+        .layers
+        .iter()
+        .map(|(b, _)| format!("blobs/sha256/{}", hex(&sha256(b))))
+        .collect();
+    let mj = serde_json::json!([{"Config": format!("blobs/sha256/{}", hex(&img.id())), "RepoTags": [name], "Layers": layers}]);
+    files.push(("manifest.json".into(), serde_json::to_vec(&mj).unwrap()));
+    files
+}
+
+/// Legacy `docker save`: `<id>.json`, `<n>/layer.tar`, manifest.json (layers as given).
+pub fn legacy_files(img: &TestImage, tags: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let cfg = format!("{}.json", hex(&img.id()));
+    let mut files = vec![(cfg.clone(), img.config.clone())];
+    let mut layers = Vec::new();
+    for (i, (b, _)) in img.layers.iter().enumerate() {
+        let p = format!("{i:064x}/layer.tar");
+        files.push((p.clone(), b.clone()));
+        layers.push(p);
+    }
+    let mj = serde_json::json!([{"Config": cfg, "RepoTags": tags, "Layers": layers}]);
+    files.push(("manifest.json".into(), serde_json::to_vec(&mj).unwrap()));
+    files
+}
+
+pub fn write_dir(dir: &Path, files: &[(String, Vec<u8>)]) {
+    for (p, b) in files {
+        let full = dir.join(p);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, b).unwrap();
+    }
+}
+
+pub fn write_tar(path: &Path, files: &[(String, Vec<u8>)]) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, &data[..]).unwrap();
+    }
+    std::fs::write(path, b.into_inner().unwrap()).unwrap();
+}
