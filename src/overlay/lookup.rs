@@ -188,7 +188,7 @@ impl Overlay {
     pub(super) fn id_of(&self, parent: NodeId, name: &OsStr, r: &Resolved) -> (NodeId, u64) {
         if r.upper {
             if let Some(id) = self.nodes.upper_alias(r.stat.st_ino) {
-                let ino = self.nodes.get(id).map_or(id.0, |n| n.ino);
+                let ino = self.nodes.get(id).map_or(id.0, |n| n.ino());
                 return (id, ino);
             }
             if let Some((dev, ino, nlink)) = r.origin {
