@@ -32,6 +32,8 @@ pub enum Command {
     Container(crate::container::commands::ContainerCommand),
     /// Measure copy-on-write behaviour against kernel overlayfs, fuse-overlayfs and a plain copy
     Bench(Box<crate::bench::BenchArgs>),
+    #[command(flatten)]
+    Registry(crate::registry::commands::RegistryCommand),
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +67,7 @@ const SUBCOMMANDS: &[&str] = &[
     "mount", "umount", "help", // driver
     "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
     "bench",
+    "pull", "push", "login", "logout", // registry
 ];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Store(cmd) => crate::store::commands::run(cli.root.as_deref(), cmd),
         Command::Container(cmd) => crate::container::commands::run(cli.root.as_deref(), cmd),
         Command::Bench(args) => crate::bench::command(&args, cli.root.as_deref()),
+        Command::Registry(cmd) => crate::registry::commands::run(cli.root.as_deref(), cmd),
     }
 }
 

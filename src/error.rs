@@ -29,6 +29,13 @@ pub enum Error {
     /// Malformed or unsupported input data (an archive, a manifest, a layer).
     #[error("{0}")]
     Format(String),
+    /// A registry failed or refused a request (network, HTTP status, protocol). The message
+    /// names the registry and the object, never a credential or a signed URL's query.
+    #[error("{0}")]
+    Registry(String),
+    /// Authentication with a registry failed or is required; the message says what to do.
+    #[error("{0}")]
+    Auth(String),
 }
 
 impl Error {
@@ -48,6 +55,8 @@ impl Error {
             Error::Usage(_) => libc::EINVAL,
             Error::DigestMismatch { .. } => libc::EIO,
             Error::Format(_) => libc::EINVAL,
+            Error::Registry(_) => libc::EIO,
+            Error::Auth(_) => libc::EACCES,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod image;
 pub mod mountopts;
 pub mod overlay;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod sys;
 

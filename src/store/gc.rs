@@ -32,6 +32,19 @@ impl Store {
             keep_layers.extend(img.layers.iter().cloned());
             keep_blobs.insert(img.id.clone());
             keep_blobs.extend(img.manifest.iter().cloned());
+            // Manifests pushed or pulled under other digests (push, indexes).
+            keep_blobs.extend(
+                img.repo_digests
+                    .iter()
+                    .filter_map(|rd| rd.rsplit_once('@'))
+                    .filter_map(|(_, d)| Digest::parse(d).ok()),
+            );
+        }
+        // The compressed blobs layers were extracted from (what push and save send).
+        for chain in &keep_layers {
+            if let Ok(meta) = self.layer_meta(chain) {
+                keep_blobs.extend(meta.sources);
+            }
         }
         let mut reclaimed = 0;
         for chain in self.layer_ids()? {

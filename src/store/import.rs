@@ -52,6 +52,9 @@ pub struct ImportOptions {
     pub jobs: usize,
     /// Show progress bars (only when stderr is a terminal).
     pub progress: bool,
+    /// Keep each extracted layer's compressed blob in blobs/ (what `push` and `save` send).
+    /// Off when the caller stores the blobs itself (a registry pull).
+    pub keep_blobs: bool,
 }
 
 impl Default for ImportOptions {
@@ -60,6 +63,7 @@ impl Default for ImportOptions {
             limits: Limits::from_env(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: false,
+            keep_blobs: true,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct Imported {
 /// A layer extracted into staging, not yet published.
 struct Staged {
     index: usize,
+    /// The compressed blob, kept in staging until published into blobs/.
+    blob: Option<PathBuf>,
     meta: LayerMeta,
     implicit: Vec<RelPath>,
 }
@@ -133,6 +139,12 @@ impl Store {
         }
         self.inherit_implicit_dirs(&staged, &chains, staging.path())?;
         sync_fs(staging.path())?;
+        for s in &staged {
+            if let (Some(p), Some(d)) = (&s.blob, s.meta.sources.first()) {
+                let dest = self.blob_path(d);
+                std::fs::rename(p, &dest).map_err(|e| Error::io("publish blob", &dest, e))?;
+            }
+        }
         for s in &staged {
             let from = staging.path().join(s.meta.chain_id.hex());
             let to = self.layer_dir(&s.meta.chain_id);
@@ -228,6 +240,11 @@ impl Store {
                         }
                         let i = todo[k];
                         let parent = i.checked_sub(1).map(|p| chains[p].clone());
+                        let keep_blob = opts.keep_blobs
+                            && !plan.layers[i]
+                                .expected
+                                .as_ref()
+                                .is_some_and(|(d, _)| self.blob_path(d).exists());
                         let r = extract_one(
                             &plan.layers[i],
                             i,
@@ -237,6 +254,7 @@ impl Store {
                             staging,
                             opts,
                             &bars,
+                            keep_blob,
                         );
                         if r.is_err() {
                             failed.store(true, Ordering::Relaxed);
@@ -346,6 +364,7 @@ fn extract_one(
     staging: &Path,
     opts: &ImportOptions,
     bars: &indicatif::MultiProgress,
+    keep_blob: bool,
 ) -> Result<Staged> {
     let what = format!("layer {} ({})", index + 1, input.what);
     let dir = staging.join(chain.hex());
@@ -362,6 +381,8 @@ fn extract_one(
     );
     bar.set_message(short(diff_id));
     let raw = bar.wrap_read(raw);
+    let blob_copy = keep_blob.then(|| staging.join(format!("{}.blob", chain.hex())));
+    let raw = Tee::new(raw, blob_copy.as_deref())?;
     // Read at most one byte more than declared: enough to tell "too long" without reading an
     // endless stream.
     let limit = input
@@ -433,7 +454,7 @@ fn extract_one(
         parent,
         size: up.tar_bytes,
         entries: up.entries,
-        sources: input.expected.iter().map(|(d, _)| d.clone()).collect(),
+        sources: vec![got_blob.clone()],
         created: now_rfc3339(),
         blob: Some(super::blobs::BlobRef {
             digest: got_blob,
@@ -446,7 +467,33 @@ fn extract_one(
     std::fs::write(&mp, bytes).map_err(|e| Error::io("write", &mp, e))?;
     Ok(Staged {
         index,
+        blob: blob_copy,
         meta,
         implicit: up.implicit_dirs,
     })
+}
+
+/// Copies what is read into a file (the kept compressed blob) when one is given.
+struct Tee<R> {
+    inner: R,
+    copy: Option<std::fs::File>,
+}
+
+impl<R: Read> Tee<R> {
+    fn new(inner: R, path: Option<&Path>) -> Result<Self> {
+        let copy = path
+            .map(|p| std::fs::File::create_new(p).map_err(|e| Error::io("create", p, e)))
+            .transpose()?;
+        Ok(Tee { inner, copy })
+    }
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(f) = self.copy.as_mut() {
+            f.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
 }

@@ -186,6 +186,20 @@ impl Store {
         self.write_atomic(&self.image_path(&rec.id), &bytes)
     }
 
+    /// Records that image `id` is known in a registry as `repo_digest`
+    /// (`registry/repository@sha256:…`): after a pull by digest or through an index, and after
+    /// a push. Serialised with name updates by the refs lock.
+    pub fn add_repo_digest(&self, id: &Digest, repo_digest: &str) -> Result<()> {
+        let l = lock::FileLock::open(&self.root.join("images/refs.lock"))?;
+        l.exclusive()?;
+        let mut rec = self.image(id)?;
+        if rec.repo_digests.iter().any(|r| r == repo_digest) {
+            return Ok(());
+        }
+        rec.repo_digests.push(repo_digest.to_owned());
+        self.put_image(&rec)
+    }
+
     pub fn refs(&self) -> Result<Refs> {
         match std::fs::read(self.refs_path()) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {

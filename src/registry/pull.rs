@@ -1,0 +1,470 @@
+//! `layerfs pull`: registry -> store.
+//!
+//! 1. The manifest (by tag or digest) is fetched with every supported `Accept` type, its size
+//!    capped, its digest checked (against the reference, the `Docker-Content-Digest` header and
+//!    the index entry), its media type statements compared; an index picks this machine's (or
+//!    `--platform`'s) manifest.
+//! 2. The config is read from the store when present, else fetched, capped and verified.
+//! 3. Each layer is, in order of preference: already extracted (its chain ID is in the store:
+//!    nothing is read); a blob already in the store (same digest, or another blob with the same
+//!    diff_id); or downloaded. Downloads stream straight into the store's import, which extracts
+//!    while the bytes arrive, in parallel, verifying blob digest, size and diff_id; blobs are
+//!    kept in `blobs/` (see [`super::download`]).
+//! 4. The store publishes layers, config, manifest, image record and name only when every layer
+//!    verified: an interrupted pull leaves no image and no layer, and the next pull resumes
+//!    from the blobs and partial downloads it left.
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::client::{Client, ClientOptions, Method, Request, Stats, header, read_limited};
+use super::docs::{
+    self, MAX_CONFIG, MAX_MANIFEST, check_config_media, check_document, check_layer_media,
+    manifest_accept, manifest_path, select_platform,
+};
+use super::download::{BlobFetch, sweep_stale};
+use super::{auth::Credentials, challenge::repo_scope};
+use crate::image::oci::{Descriptor, Document, ImageConfig, Manifest, Platform, chain_ids};
+use crate::reference::Reference;
+use crate::store::import::{ImagePlan, ImportOptions, LayerInput, Opener};
+use crate::store::{Digest, Store};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// `--platform`; this machine's when `None`.
+    pub platform: Option<Platform>,
+    pub client: ClientOptions,
+    /// Progress bars (stderr is a terminal and not quiet).
+    pub progress: bool,
+    /// Layers downloaded and extracted at once.
+    pub jobs: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            client: ClientOptions::default(),
+            progress: false,
+            jobs: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(4),
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Debug)]
+pub struct Pulled {
+    pub id: Digest,
+    /// The digest the reference resolved to (an index's, for a multi-platform image).
+    pub digest: Digest,
+    /// The platform manifest's digest.
+    pub manifest: Digest,
+    pub downloaded: u64,
+    pub bytes: u64,
+    pub present: usize,
+}
+
+/// A manifest as fetched, verified.
+struct Fetched {
+    bytes: Vec<u8>,
+    digest: Digest,
+    doc: Document,
+}
+
+/// Pulls `r` into `store`; progress lines go to `out`.
+pub fn pull(
+    store: &Store,
+    r: &Reference,
+    creds: Option<Credentials>,
+    opts: &PullOptions,
+    out: &mut dyn Write,
+) -> Result<Pulled> {
+    let started = Instant::now();
+    let client = Arc::new(Client::connect(&r.registry, creds, &opts.client)?);
+    let repo = r.repository.as_str();
+    let scope = repo_scope(repo, false);
+    let want = opts.platform.clone().unwrap_or_else(Platform::host);
+    let shown = r.familiar();
+    let top_ref = match (&r.digest, &r.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
+    };
+    let top = fetch_manifest(
+        &client,
+        repo,
+        &scope,
+        &top_ref,
+        r.digest.as_ref(),
+        None,
+        &shown,
+    )?;
+    let (manifest, fetched_manifest) = match &top.doc {
+        Document::Manifest(m) => (m.clone(), None),
+        Document::Index(ix) => {
+            let d = select_platform(ix, &want, &shown)?;
+            let child = fetch_child(&client, repo, &scope, d, &want, &shown, 0)?;
+            let Document::Manifest(m) = &child.doc else {
+                return Err(Error::Format(format!("{shown}: no image manifest")));
+            };
+            (m.clone(), Some(child))
+        }
+    };
+    let (manifest_bytes, manifest_digest) = match &fetched_manifest {
+        Some(c) => (c.bytes.clone(), c.digest.clone()),
+        None => (top.bytes.clone(), top.digest.clone()),
+    };
+    let _ = writeln!(out, "Pulling {shown} ({want}), manifest {manifest_digest}");
+    let config = fetch_config(&client, store, repo, &scope, &manifest, &shown)?;
+    let cfg = ImageConfig::parse(&config, &format!("{shown}: config"))?;
+    if !cfg.architecture.is_empty() && cfg.architecture != want.architecture {
+        let _ = writeln!(
+            out,
+            "warning: {shown} is for {}/{}, not {want}",
+            cfg.os, cfg.architecture
+        );
+    }
+    if cfg.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(Error::Format(format!(
+            "{shown}: the manifest lists {} layers but the config {} diff_ids",
+            manifest.layers.len(),
+            cfg.rootfs.diff_ids.len()
+        )));
+    }
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let failure = Arc::new(Mutex::new(None));
+    let downloads = store.root().join("downloads");
+    std::fs::create_dir_all(&downloads).map_err(|e| Error::io("create", &downloads, e))?;
+    sweep_stale(&downloads);
+    let fetch = FetchCtx {
+        client: &client,
+        repo,
+        scope: &scope,
+        downloads: &downloads,
+        notes: &notes,
+        failure: &failure,
+    };
+    let plan_layers = plan_layers(store, &fetch, &manifest, &cfg, out)?;
+    let present = plan_layers.present;
+    let names = match &r.tag {
+        Some(t) => vec![r.with_tag(t)?],
+        None => Vec::new(),
+    };
+    let plan = ImagePlan {
+        config,
+        manifest: Some(manifest_bytes),
+        layers: plan_layers.inputs,
+        names,
+    };
+    let iopts = ImportOptions {
+        progress: opts.progress,
+        jobs: opts.jobs.max(1),
+        keep_blobs: false,
+        ..ImportOptions::default()
+    };
+    let imported = match store.import(plan, &iopts, out) {
+        Ok(i) => i,
+        // A download failure surfaces in the import as a read error: report the cause.
+        Err(e) => {
+            return Err(failure.lock().ok().and_then(|mut f| f.take()).unwrap_or(e));
+        }
+    };
+    for d in [&top.digest, &manifest_digest] {
+        store.add_repo_digest(&imported.id, &format!("{}@{d}", r.name()))?;
+    }
+    if let Ok(n) = notes.lock() {
+        for line in n.iter() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let downloaded = Stats::get(&client.stats.blob_downloads);
+    let bytes = Stats::get(&client.stats.bytes_downloaded);
+    let secs = started.elapsed().as_secs_f64();
+    let _ = writeln!(out, "Digest: {}", top.digest);
+    let _ = writeln!(
+        out,
+        "Pulled {shown}: {downloaded} blob(s) downloaded ({}), {present} layer(s) already present, {secs:.2}s",
+        human_mb(bytes),
+    );
+    Ok(Pulled {
+        id: imported.id,
+        digest: top.digest,
+        manifest: manifest_digest,
+        downloaded,
+        bytes,
+        present,
+    })
+}
+
+fn human_mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1e6)
+}
+
+/// GET a manifest or index, capped and verified.
+#[allow(clippy::too_many_arguments)]
+fn fetch_manifest(
+    client: &Client,
+    repo: &str,
+    scope: &str,
+    reference: &str,
+    want_digest: Option<&Digest>,
+    declared: Option<&Descriptor>,
+    shown: &str,
+) -> Result<Fetched> {
+    let what = match want_digest {
+        Some(d) => format!("{shown}: manifest {d}"),
+        None => format!("{shown}: manifest"),
+    };
+    let url = client.url(&manifest_path(repo, reference))?;
+    let req = Request::new(Method::Get, url, scope).header("accept", manifest_accept());
+    let resp = client.send(&req)?;
+    if resp.status().as_u16() == 404 {
+        return Err(Error::Registry(format!(
+            "{shown}: not found in registry {} (no such repository, tag or digest)",
+            client.registry
+        )));
+    }
+    if resp.status().as_u16() != 200 {
+        return Err(client.status_error(resp, &what, scope));
+    }
+    let ctype = header(&resp, "content-type");
+    let header_digest = header(&resp, "docker-content-digest");
+    if let Some(len) = header(&resp, "content-length").and_then(|l| l.parse::<u64>().ok())
+        && len > MAX_MANIFEST
+    {
+        return Err(Error::Format(format!(
+            "{what}: {len} bytes is larger than the {MAX_MANIFEST}-byte manifest limit; refusing it"
+        )));
+    }
+    let bytes = read_limited(resp, MAX_MANIFEST, &what)?;
+    let digest = Digest::of(&bytes);
+    if let Some(w) = want_digest
+        && &digest != w
+    {
+        return Err(Error::DigestMismatch {
+            what,
+            expected: w.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    if let Some(h) = header_digest.filter(|h| h.starts_with("sha256:"))
+        && h != digest.as_str()
+    {
+        return Err(Error::DigestMismatch {
+            what: format!("{what} (Docker-Content-Digest header)"),
+            expected: h,
+            actual: digest.to_string(),
+        });
+    }
+    if let Some(d) = declared
+        && d.size != bytes.len() as u64
+    {
+        return Err(Error::Format(format!(
+            "{what}: {} bytes, the index says {}",
+            bytes.len(),
+            d.size
+        )));
+    }
+    let doc = check_document(
+        &bytes,
+        ctype.as_deref(),
+        declared.map(|d| d.media_type.as_str()),
+        &what,
+    )?;
+    Ok(Fetched { bytes, digest, doc })
+}
+
+/// Follows an index entry to an image manifest (nested indexes up to a small depth).
+fn fetch_child(
+    client: &Client,
+    repo: &str,
+    scope: &str,
+    d: &Descriptor,
+    want: &Platform,
+    shown: &str,
+    depth: usize,
+) -> Result<Fetched> {
+    if depth > 2 {
+        return Err(Error::Format(format!(
+            "{shown}: image indexes nested too deeply"
+        )));
+    }
+    let f = fetch_manifest(
+        client,
+        repo,
+        scope,
+        d.digest.as_str(),
+        Some(&d.digest),
+        Some(d),
+        shown,
+    )?;
+    match &f.doc {
+        Document::Manifest(_) => Ok(f),
+        Document::Index(ix) => {
+            let next = select_platform(ix, want, shown)?;
+            fetch_child(client, repo, scope, next, want, shown, depth + 1)
+        }
+    }
+}
+
+/// The config bytes: from the store when it has them, else from the registry; verified.
+fn fetch_config(
+    client: &Client,
+    store: &Store,
+    repo: &str,
+    scope: &str,
+    m: &Manifest,
+    shown: &str,
+) -> Result<Vec<u8>> {
+    let d = &m.config;
+    let what = format!("{shown}: config {}", d.digest);
+    check_config_media(d, shown)?;
+    if d.size > MAX_CONFIG {
+        return Err(Error::Format(format!(
+            "{what}: {} bytes is larger than the {MAX_CONFIG}-byte limit; refusing it",
+            d.size
+        )));
+    }
+    if let Ok(b) = std::fs::read(store.blob_path(&d.digest))
+        && Digest::of(&b) == d.digest
+    {
+        return Ok(b);
+    }
+    let url = client.url(&docs::blob_path(repo, &d.digest))?;
+    let resp = client.send(&Request::new(Method::Get, url, scope))?;
+    if resp.status().as_u16() != 200 {
+        return Err(client.status_error(resp, &what, scope));
+    }
+    let b = read_limited(resp, d.size, &what)?;
+    Stats::add(&client.stats.blob_downloads, 1);
+    Stats::add(&client.stats.bytes_downloaded, b.len() as u64);
+    if b.len() as u64 != d.size {
+        return Err(Error::Format(format!(
+            "{what}: got {} bytes, the manifest says {}",
+            b.len(),
+            d.size
+        )));
+    }
+    let got = Digest::of(&b);
+    if got != d.digest {
+        return Err(Error::DigestMismatch {
+            what,
+            expected: d.digest.to_string(),
+            actual: got.to_string(),
+        });
+    }
+    Ok(b)
+}
+
+struct PlannedLayers {
+    inputs: Vec<LayerInput>,
+    present: usize,
+}
+
+/// diff_id -> a blob in the store that holds that layer (from the layers' records).
+fn local_blobs_by_diff_id(store: &Store) -> Result<HashMap<Digest, (Digest, u64)>> {
+    let mut out = HashMap::new();
+    for chain in store.layer_ids()? {
+        let Ok(meta) = store.layer_meta(&chain) else {
+            continue;
+        };
+        if out.contains_key(&meta.diff_id) {
+            continue;
+        }
+        for s in &meta.sources {
+            if let Ok(md) = std::fs::metadata(store.blob_path(s)) {
+                out.insert(meta.diff_id.clone(), (s.clone(), md.len()));
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn file_opener(path: std::path::PathBuf) -> Opener {
+    Box::new(move || {
+        let f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        Ok(Box::new(f) as Box<dyn std::io::Read + Send>)
+    })
+}
+
+/// What a download needs besides the blob's descriptor.
+struct FetchCtx<'a> {
+    client: &'a Arc<Client>,
+    repo: &'a str,
+    scope: &'a str,
+    downloads: &'a std::path::Path,
+    notes: &'a Arc<Mutex<Vec<String>>>,
+    failure: &'a Arc<Mutex<Option<Error>>>,
+}
+
+/// Decides, per layer, where its bytes come from, and says so.
+fn plan_layers(
+    store: &Store,
+    ctx: &FetchCtx,
+    m: &Manifest,
+    cfg: &ImageConfig,
+    out: &mut dyn Write,
+) -> Result<PlannedLayers> {
+    let (client, repo) = (ctx.client, ctx.repo);
+    let chains = chain_ids(&cfg.rootfs.diff_ids);
+    let by_diff = local_blobs_by_diff_id(store)?;
+    let mut inputs = Vec::with_capacity(m.layers.len());
+    let mut present = 0;
+    for (i, desc) in m.layers.iter().enumerate() {
+        check_layer_media(desc, &client.registry)?;
+        let diff_id = &cfg.rootfs.diff_ids[i];
+        let what = format!("blob {} of {}/{repo}", desc.digest, client.registry);
+        let dest = store.blob_path(&desc.digest);
+        let mut expected = (desc.digest.clone(), desc.size);
+        let open: Opener = if store.has_layer(&chains[i]) {
+            present += 1;
+            Box::new(|| {
+                Err(Error::Format(
+                    "internal: an extracted layer was reopened".into(),
+                ))
+            })
+        } else if dest.exists() {
+            let _ = writeln!(
+                out,
+                "blob sha256:{}: already in the store",
+                desc.digest.short()
+            );
+            file_opener(dest)
+        } else if let Some((blob, size)) = by_diff.get(diff_id) {
+            let _ = writeln!(
+                out,
+                "blob sha256:{}: same layer (diff_id sha256:{}) already in the store as blob sha256:{}",
+                desc.digest.short(),
+                diff_id.short(),
+                blob.short()
+            );
+            expected = (blob.clone(), *size);
+            file_opener(store.blob_path(blob))
+        } else {
+            let fetch = BlobFetch {
+                client: Arc::clone(client),
+                repository: repo.to_owned(),
+                scope: ctx.scope.to_owned(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                downloads: ctx.downloads.to_owned(),
+                dest,
+                notes: Arc::clone(ctx.notes),
+                failure: Arc::clone(ctx.failure),
+            };
+            Box::new(move || fetch.open())
+        };
+        inputs.push(LayerInput {
+            what,
+            size_hint: expected.1,
+            expected: Some(expected),
+            open,
+        });
+    }
+    Ok(PlannedLayers { inputs, present })
+}

@@ -1,0 +1,384 @@
+//! `layerfs pull` against a real registry (Debian's docker-registry on 127.0.0.1) that skopeo
+//! filled: every manifest kind and compression, platform selection, pulling by digest, the
+//! driver mounting the result, shared-layer dedupe, a tampered blob, an interrupted pull.
+mod registry_common;
+
+use registry_common::proxy::{Proxy, ProxyOpts};
+use registry_common::*;
+
+/// Three layers (gzip, zstd, plain), the last deleting a file of the first.
+fn three_layer_image(arch: &str) -> Image {
+    Image::new(
+        vec![
+            layer(
+                &[
+                    Entry::Dir("etc"),
+                    Entry::File("etc/hello", b"hello\n"),
+                    Entry::File("etc/gone", b"to be deleted\n"),
+                ],
+                Comp::Gzip,
+            ),
+            layer(
+                &[
+                    Entry::Dir("app"),
+                    Entry::File("app/data", &noise(200_000, 1)),
+                ],
+                Comp::Zstd,
+            ),
+            layer(
+                &[
+                    Entry::Whiteout("etc/gone"),
+                    Entry::File("app/arch", arch.as_bytes()),
+                ],
+                Comp::Plain,
+            ),
+        ],
+        arch,
+        "sh",
+    )
+}
+
+fn host_arch() -> String {
+    layerfs::image::oci::Platform::host().architecture
+}
+
+#[test]
+fn pull_oci_by_tag_and_digest_then_mount() {
+    let reg = Registry::start();
+    let img = three_layer_image(&host_arch());
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&img, "v1")]);
+    let r = format!("{}/test/app:v1", reg.addr());
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{r}"),
+        &[],
+    );
+
+    let env = Env::new();
+    let out = env.ok(&["pull", &r]);
+    assert!(out.contains(&format!("Digest: {}", img.digest())), "{out}");
+    assert_eq!(image_ids(&env), [img.id()]);
+    let rec = env.store().resolve(&r).unwrap();
+    assert_eq!(
+        rec.manifest.as_ref().map(|d| d.to_string()),
+        Some(img.digest())
+    );
+    assert!(
+        rec.repo_digests
+            .contains(&format!("{}/test/app@{}", reg.addr(), img.digest()))
+    );
+    // Every blob is kept, byte for byte (push and save send them).
+    for l in &img.layers {
+        assert_eq!(
+            std::fs::read(env.store().blob_path(&sha256(&l.blob).parse().unwrap())).unwrap(),
+            l.blob
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(env.root().join("downloads"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let m = Mount::image(&env, &r);
+    assert_eq!(
+        std::fs::read(m.path().join("etc/hello")).unwrap(),
+        b"hello\n"
+    );
+    assert!(!m.path().join("etc/gone").exists(), "whiteout not applied");
+    assert_eq!(
+        std::fs::read(m.path().join("app/data")).unwrap(),
+        noise(200_000, 1)
+    );
+    assert_eq!(
+        std::fs::read(m.path().join("app/arch")).unwrap(),
+        host_arch().as_bytes()
+    );
+    drop(m);
+
+    // By digest, into another store: same image, no name, the repo digest recorded.
+    let env2 = Env::new();
+    let by_digest = format!("{}/test/app@{}", reg.addr(), img.digest());
+    env2.ok(&["pull", &by_digest]);
+    assert_eq!(image_ids(&env2), [img.id()]);
+    let rec = env2.store().resolve(&by_digest).unwrap();
+    assert_eq!(rec.id.to_string(), img.id());
+    // A digest that the registry does not have is an error naming it.
+    let missing = format!("{}/test/app@{}", reg.addr(), sha256(b"nothing"));
+    let err = env2.fails(&["pull", &missing]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn docker_schema2_and_multi_platform_index() {
+    let reg = Registry::start();
+    // Docker v2 schema 2 (skopeo converts; gzip only, as that format requires).
+    let gz = Image::new(
+        vec![layer(&[Entry::File("v2s2", b"docker")], Comp::Gzip)],
+        &host_arch(),
+        "docker",
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&gz, "d")]);
+    let r = format!("{}/docker/img:d", reg.addr());
+    skopeo_copy(
+        &format!("oci:{}:d", layout.path().display()),
+        &format!("docker://{r}"),
+        &["--format", "v2s2"],
+    );
+    let raw = skopeo_inspect(&format!("docker://{r}"), true);
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let env = Env::new();
+    env.ok(&["pull", &r]);
+    assert_eq!(image_ids(&env), [gz.id()]);
+
+    // An index of two platforms: the host's by default, another with --platform.
+    let amd = three_layer_image("amd64");
+    let arm = three_layer_image("arm64");
+    let layout = tempfile::tempdir().unwrap();
+    let ix = write_multiarch_layout(layout.path(), "multi", &[(&amd, "amd64"), (&arm, "arm64")]);
+    let r = format!("{}/multi/img:m", reg.addr());
+    skopeo_copy(
+        &format!("oci:{}:multi", layout.path().display()),
+        &format!("docker://{r}"),
+        &["--all"],
+    );
+    let env = Env::new();
+    let out = env.ok(&["pull", "--platform", "linux/arm64", &r]);
+    assert!(out.contains(&format!("Digest: {ix}")), "{out}");
+    assert_eq!(image_ids(&env), [arm.id()]);
+    let rec = env.store().resolve(&r).unwrap();
+    assert!(
+        rec.repo_digests
+            .contains(&format!("{}/multi/img@{ix}", reg.addr())),
+        "{:?}",
+        rec.repo_digests
+    );
+    let out = env.ok(&["pull", "--platform", "linux/amd64", &r]);
+    assert!(out.contains("Pulled"), "{out}");
+    let mut ids = image_ids(&env);
+    ids.sort();
+    let mut want = vec![amd.id(), arm.id()];
+    want.sort();
+    assert_eq!(ids, want);
+    let err = env.fails(&["pull", "--platform", "linux/s390x", &r]);
+    assert!(
+        err.contains("no image for platform linux/s390x") && err.contains("linux/arm64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shared_layers_are_downloaded_once() {
+    let reg = Registry::start();
+    let base = || {
+        layer(
+            &[
+                Entry::Dir("base"),
+                Entry::File("base/big", &noise(300_000, 7)),
+            ],
+            Comp::Gzip,
+        )
+    };
+    let a = Image::new(
+        vec![base(), layer(&[Entry::File("a", b"a")], Comp::Gzip)],
+        &host_arch(),
+        "a",
+    );
+    let b = Image::new(
+        vec![base(), layer(&[Entry::File("b", b"b")], Comp::Zstd)],
+        &host_arch(),
+        "b",
+    );
+    // Same layers as `a`, another config: nothing but the config to fetch.
+    let c = Image::new(
+        vec![base(), layer(&[Entry::File("a", b"a")], Comp::Gzip)],
+        &host_arch(),
+        "c",
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&a, "a"), (&b, "b"), (&c, "c")]);
+    for t in ["a", "b", "c"] {
+        skopeo_copy(
+            &format!("oci:{}:{t}", layout.path().display()),
+            &format!("docker://{}/dedupe/img:{t}", reg.addr()),
+            &[],
+        );
+    }
+    let base_digest = sha256(&a.layers[0].blob);
+    let blob_gets = |d: &str| reg.requests("GET", &format!("/blobs/{d}")).len();
+    let before = reg.requests("GET", "/blobs/").len();
+
+    let env = Env::new();
+    env.ok(&["pull", &format!("{}/dedupe/img:a", reg.addr())]);
+    assert_eq!(blob_gets(&base_digest), 1);
+    let out = env.ok(&["pull", &format!("{}/dedupe/img:b", reg.addr())]);
+    assert_eq!(
+        blob_gets(&base_digest),
+        1,
+        "the shared base layer was downloaded again"
+    );
+    assert!(
+        out.contains(&format!(
+            "layer sha256:{} already present",
+            &hex_of(&sha256(&a.layers[0].tar))[..12]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 blob(s) downloaded") && out.contains("1 layer(s) already present"),
+        "{out}"
+    );
+    // b: its own layer and config only.
+    assert_eq!(reg.requests("GET", "/blobs/").len() - before, 3 + 2);
+
+    let t = std::time::Instant::now();
+    let out = env.ok(&["pull", &format!("{}/dedupe/img:c", reg.addr())]);
+    eprintln!(
+        "second pull of an image sharing every layer: {:?}",
+        t.elapsed()
+    );
+    assert!(out.contains("2 layer(s) already present"), "{out}");
+    assert_eq!(
+        reg.requests("GET", "/blobs/").len() - before,
+        3 + 2 + 1,
+        "only c's config"
+    );
+    // Pulling a present image again fetches no blob at all.
+    env.ok(&["pull", &format!("{}/dedupe/img:a", reg.addr())]);
+    assert_eq!(reg.requests("GET", "/blobs/").len() - before, 6);
+    let mut ids = image_ids(&env);
+    ids.sort();
+    let mut want = vec![a.id(), b.id(), c.id()];
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_kept() {
+    let reg = Registry::start();
+    let img = three_layer_image(&host_arch());
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&img, "v1")]);
+    let r = format!("{}/bad/app:v1", reg.addr());
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{r}"),
+        &[],
+    );
+    // Same length, one byte changed, in the middle of the gzip and of the zstd layer.
+    let tampered: Vec<String> = img.layers[..2].iter().map(|l| sha256(&l.blob)).collect();
+    for d in &tampered {
+        let p = reg.blob_data(d);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&p, &bytes).unwrap();
+    }
+
+    let env = Env::new();
+    for _ in 0..2 {
+        let err = env.fails(&["pull", &r]);
+        assert!(tampered.iter().any(|d| err.contains(d.as_str())), "{err}");
+        assert!(
+            err.contains("digest mismatch") || err.contains("corrupt") || err.contains("checksum"),
+            "{err}"
+        );
+        assert!(image_ids(&env).is_empty());
+        let store = env.store();
+        assert!(
+            store.layer_ids().unwrap().is_empty(),
+            "a layer was published"
+        );
+        for d in &tampered {
+            assert!(!store.blob_path(&d.parse().unwrap()).exists());
+        }
+        assert!(store.resolve(&r).is_err());
+        drop(store);
+        assert_eq!(
+            std::fs::read_dir(env.root().join("downloads"))
+                .unwrap()
+                .count(),
+            0,
+            "a bad download was kept"
+        );
+        assert_eq!(
+            std::fs::read_dir(env.root().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}
+
+#[test]
+fn an_interrupted_pull_resumes() {
+    let reg = Registry::start();
+    let img = Image::new(
+        vec![layer(
+            &[Entry::File("big", &noise(1_500_000, 3))],
+            Comp::Plain,
+        )],
+        &host_arch(),
+        "big",
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&img, "v1")]);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{}/big/app:v1", reg.addr()),
+        &[],
+    );
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyOpts {
+            truncate_first_blob: true,
+            ..Default::default()
+        },
+    );
+    let r = format!("{}/big/app:v1", proxy.addr());
+    let env = Env::new();
+    let err = env.fails(&["pull", &r]);
+    assert!(
+        err.contains("download interrupted") && err.contains("run the pull again"),
+        "{err}"
+    );
+    assert!(image_ids(&env).is_empty());
+    assert!(env.store().layer_ids().unwrap().is_empty());
+    let d = sha256(&img.layers[0].blob);
+    let partial = env
+        .root()
+        .join("downloads")
+        .join(format!("{}.partial", hex_of(&d)));
+    let kept = std::fs::metadata(&partial)
+        .expect("partial download kept")
+        .len();
+    assert!(kept > 0 && kept < img.layers[0].blob.len() as u64, "{kept}");
+
+    let out = env.ok(&["pull", &r]);
+    assert!(
+        out.contains(&format!("resumed an interrupted download at {kept} of")),
+        "{out}"
+    );
+    let ranged: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.target.contains(&d) && s.method == "GET")
+        .collect();
+    assert_eq!(ranged.len(), 2);
+    assert_eq!(
+        ranged[1].header("range"),
+        Some(format!("bytes={kept}-").as_str())
+    );
+    assert_eq!(reg.requests("GET", &d).last().map(|x| x.1), Some(206));
+    assert_eq!(image_ids(&env), [img.id()]);
+    assert!(!partial.exists());
+    let m = Mount::image(&env, &r);
+    assert_eq!(
+        std::fs::read(m.path().join("big")).unwrap(),
+        noise(1_500_000, 3)
+    );
+}
