@@ -27,7 +27,8 @@ pub struct MountOptions {
     pub threads: Option<usize>,
     /// Hand open files to the kernel (FUSE passthrough) where it is granted (`passthrough=off`).
     pub passthrough: bool,
-    /// Attribute and entry cache timeout in seconds (`timeout=`).
+    /// Attribute and entry cache timeout in seconds (`timeout=`). Every change goes through
+    /// the mount, so the kernel's cache stays right; the default is a day.
     pub timeout_secs: f64,
     pub debug: bool,
 }
@@ -59,7 +60,7 @@ impl Default for MountOptions {
             userxattr: false,
             threads: None,
             passthrough: true,
-            timeout_secs: 1.0,
+            timeout_secs: 86400.0,
             debug: false,
         }
     }
