@@ -369,10 +369,7 @@ fn extract_one(
 ) -> Result<Staged> {
     let what = format!("layer {} ({})", index + 1, input.what);
     let dir = staging.join(chain.hex());
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    let kept = dir.join(super::blobs::LAYER_BLOB);
-    let copy = std::fs::File::create(&kept).map_err(|e| Error::io("create", &kept, e))?;
-    let raw = super::blobs::TeeReader::new((input.open)()?, copy);
+    let raw = (input.open)()?;
     let bar = bars.add(indicatif::ProgressBar::new(input.size_hint));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -400,7 +397,7 @@ fn extract_one(
         Err(e) => (None, Some(e)),
     };
     verdict(&what, input.expected.as_ref(), &mut hashed, consumer_err)?;
-    let (got_blob, blob_len) = hashed.blob.clone();
+    let (got_blob, _) = hashed.blob.clone();
     let (Some(up), Some(got_diff)) = (up, hashed.diff) else {
         return Err(Error::Format(format!("{what}: layer stream ended early")));
     };
@@ -417,12 +414,9 @@ fn extract_one(
         parent,
         size: up.tar_bytes,
         entries: up.entries,
-        sources: vec![got_blob.clone()],
+        sources: vec![got_blob],
         created: now_rfc3339(),
-        blob: Some(super::blobs::BlobRef {
-            digest: got_blob,
-            size: blob_len,
-        }),
+        blob: None,
     };
     let bytes = serde_json::to_vec_pretty(&meta)
         .map_err(|e| Error::Format(format!("encoding layer record: {e}")))?;
