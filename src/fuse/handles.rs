@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fuser::BackingId;
 use parking_lot::{Mutex, RwLock};
 
-use crate::overlay::node::Node;
+use crate::overlay::node::{Node, NodeId};
 use crate::overlay::readdir::DirEntry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +56,15 @@ impl Handles {
 
     pub fn get(&self, fh: Fh) -> Option<Arc<Handle>> {
         self.map.read().get(&fh).cloned()
+    }
+
+    /// Any open file handle of node `id` (a scan: only for files that lost every name).
+    pub fn find_file_of(&self, id: NodeId) -> Option<Arc<Handle>> {
+        self.map
+            .read()
+            .values()
+            .find(|h| matches!(&***h, Handle::File(f) if f.node.id == id))
+            .cloned()
     }
 
     pub fn remove(&self, fh: Fh) -> Option<Arc<Handle>> {

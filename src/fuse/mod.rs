@@ -219,13 +219,13 @@ impl Inner {
             .state()
             .links
             .first()
-            .map(|l| l.parent.ino)
-            .unwrap_or(node.ino);
+            .map(|l| l.parent.ino())
+            .unwrap_or(node.ino());
         let mut v = vec![
             DirEntry {
                 name: ".".into(),
                 kind: rustix::fs::FileType::Directory,
-                ino: node.ino,
+                ino: node.ino(),
                 lower_skip: 0,
             },
             DirEntry {
@@ -295,14 +295,18 @@ impl fuser::Filesystem for LayerFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = self.node(ino).and_then(|n| {
             // An open file that lost its last name is still stat-able through its fd.
-            if let Some(h) = fh.and_then(|f| self.handles.get(Fh(f.0)))
-                && let Handle::File(f) = &*h
-                && n.state().links.is_empty()
-            {
-                let mut a = rustix::fs::fstat(f.fd.as_fd())
-                    .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
-                a.st_ino = n.id.0;
-                return Ok(a);
+            if n.state().links.is_empty() && !n.is_dir() {
+                let h = fh
+                    .and_then(|f| self.handles.get(Fh(f.0)))
+                    .or_else(|| self.handles.find_file_of(n.id));
+                if let Some(h) = h
+                    && let Handle::File(f) = &*h
+                {
+                    let mut a = rustix::fs::fstat(f.fd.as_fd())
+                        .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
+                    a.st_ino = n.ino();
+                    return Ok(a);
+                }
             }
             self.ov.getattr(&n).map_err(errno)
         });
@@ -720,16 +724,19 @@ impl fuser::Filesystem for LayerFs {
                 reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
             } else {
                 match self.ov.lookup_hinted(&d.node, &e.name, e.lower_skip) {
+                    Ok(ent) if ent.node.ino() != ent.node.id.0 => {
+                        // fuser sends the node id as d_ino. For a name showing another inode
+                        // number (a lower hard link), send that number with no caching and
+                        // without our lookup reference: the kernel looks the name up again on
+                        // first use and gets the real node, and forgets the placeholder (an id
+                        // no node has).
+                        self.ov.forget(ent.node.id, 1);
+                        let a = attr::to_fuse(&ent.attr);
+                        reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
+                    }
                     Ok(ent) => {
-                        let mut a = attr::to_fuse(&ent.attr);
-                        // A node showing another inode number gets no cache (see reply_entry).
-                        let ttl = if a.ino.0 == ent.node.id.0 {
-                            self.ttl
-                        } else {
-                            Duration::ZERO
-                        };
-                        a.ino = INodeNo(ent.node.id.0);
-                        let full = reply.add(a.ino, off, &e.name, &ttl, &a, Generation(0));
+                        let a = attr::to_fuse(&ent.attr);
+                        let full = reply.add(a.ino, off, &e.name, &self.ttl, &a, Generation(0));
                         if full {
                             // Not sent: the kernel won't count this lookup.
                             self.ov.forget(ent.node.id, 1);

@@ -69,12 +69,20 @@ impl Overlay {
         let tmp_ino = sys::lstat_at(work, &tmp)?.st_ino;
         let dest = sys::join(&parent_path, &link.name);
         let upper = self.layer_fd(Which::Upper)?;
+        // A copy-up is no change to the parent as the user sees it: keep its times (overlayfs
+        // does the same), although the rename into it updates them.
+        let parent_before = sys::lstat_at(upper, &parent_path)?;
         if let Err(e) = sys::rename(work, &tmp, upper, &dest, RenameFlags::NOREPLACE) {
             remove_any(work, &tmp);
             return Err(e.into());
         }
+        set_times(upper, &parent_path, &parent_before)?;
         node.update(|s| s.upper = true);
         self.nodes.set_upper_alias(node, tmp_ino);
+        if node.is_per_name() {
+            let dev = self.writable()?.upper.dev;
+            node.set_ino(self.node_id_for(dev, tmp_ino).0);
+        }
         Ok(())
     }
 
@@ -154,17 +162,22 @@ pub(super) fn copy_metadata(
         )?;
     }
     copy_xattrs(src_fd, path, dst_fd, dst)?;
+    set_times(dst_fd, dst, src)
+}
+
+/// Sets the atime and mtime of `rel` beneath `dir` to those of `from`.
+fn set_times(dir: BorrowedFd<'_>, rel: &CStr, from: &Stat) -> Result<()> {
     let times = Timestamps {
         last_access: rustix::fs::Timespec {
-            tv_sec: src.st_atime,
-            tv_nsec: src.st_atime_nsec as _,
+            tv_sec: from.st_atime,
+            tv_nsec: from.st_atime_nsec as _,
         },
         last_modification: rustix::fs::Timespec {
-            tv_sec: src.st_mtime,
-            tv_nsec: src.st_mtime_nsec as _,
+            tv_sec: from.st_mtime,
+            tv_nsec: from.st_mtime_nsec as _,
         },
     };
-    rustix::fs::utimensat(dst_fd, dst, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(dir, rel, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 

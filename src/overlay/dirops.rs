@@ -50,6 +50,14 @@ impl Overlay {
         caller: Caller,
     ) -> Result<(Entry, Option<OwnedFd>)> {
         let cname = name_ok(name)?;
+        if let NewKind::Node {
+            kind: FileType::CharacterDevice,
+            rdev: 0,
+        } = what
+        {
+            // That is a whiteout on disk: overlayfs refuses to create one as a file.
+            return Err(Error::Sys(Errno::PERM));
+        }
         self.copy_up(parent, Data::Full)?;
         let ppath = parent.path()?;
         let rel = sys::join(&ppath, name);

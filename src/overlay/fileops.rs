@@ -130,12 +130,19 @@ impl Overlay {
         Ok(target.into_bytes())
     }
 
+    /// `name` as stored in the layers (see `whiteout::OwnXattrs`).
+    fn stored_xattr(&self, name: &CStr) -> Result<CString> {
+        CString::new(self.own_xattrs().to_stored(name.to_bytes()))
+            .map_err(|_| Error::Sys(Errno::INVAL))
+    }
+
     pub fn getxattr(&self, node: &Node, name: &CStr) -> Result<Vec<u8>> {
-        if whiteout::is_private_xattr(name.to_bytes()) {
+        let stored = self.stored_xattr(name)?;
+        if whiteout::is_private_xattr(stored.to_bytes()) {
             return Err(Error::Sys(Errno::NODATA));
         }
         let st = node.state();
-        sys::lgetxattr(self.layer_fd(Self::top_of(&st)?)?, &node.path()?, name)?
+        sys::lgetxattr(self.layer_fd(Self::top_of(&st)?)?, &node.path()?, &stored)?
             .ok_or(Error::Sys(Errno::NODATA))
     }
 
@@ -143,18 +150,18 @@ impl Overlay {
     pub fn listxattr(&self, node: &Node) -> Result<Vec<u8>> {
         let st = node.state();
         let names = sys::llistxattr(self.layer_fd(Self::top_of(&st)?)?, &node.path()?)?;
+        let own = self.own_xattrs();
         let mut out = Vec::new();
-        for n in names
-            .iter()
-            .filter(|n| !whiteout::is_private_xattr(n.to_bytes()))
-        {
-            out.extend_from_slice(n.to_bytes_with_nul());
+        for shown in names.iter().filter_map(|n| own.to_shown(n.to_bytes())) {
+            out.extend_from_slice(&shown);
+            out.push(0);
         }
         Ok(out)
     }
 
     pub fn setxattr(&self, node: &Arc<Node>, name: &CStr, value: &[u8], flags: i32) -> Result<()> {
-        if whiteout::is_private_xattr(name.to_bytes()) {
+        let stored = self.stored_xattr(name)?;
+        if whiteout::is_private_xattr(stored.to_bytes()) {
             return Err(Error::Sys(Errno::PERM));
         }
         self.writable()?;
@@ -162,7 +169,7 @@ impl Overlay {
         sys::lsetxattr(
             self.layer_fd(Which::Upper)?,
             &node.path()?,
-            name,
+            &stored,
             value,
             flags,
         )?;
@@ -170,7 +177,8 @@ impl Overlay {
     }
 
     pub fn removexattr(&self, node: &Arc<Node>, name: &CStr) -> Result<()> {
-        if whiteout::is_private_xattr(name.to_bytes()) {
+        let stored = self.stored_xattr(name)?;
+        if whiteout::is_private_xattr(stored.to_bytes()) {
             return Err(Error::Sys(Errno::NODATA));
         }
         self.writable()?;
@@ -179,7 +187,7 @@ impl Overlay {
             self.getxattr(node, name)?;
         }
         self.copy_up(node, Data::Full)?;
-        sys::lremovexattr(self.layer_fd(Which::Upper)?, &node.path()?, name)?;
+        sys::lremovexattr(self.layer_fd(Which::Upper)?, &node.path()?, &stored)?;
         Ok(())
     }
 

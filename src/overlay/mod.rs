@@ -234,7 +234,7 @@ impl Overlay {
     }
 
     fn fix_attr(&self, node: &Node, st: &NodeState, a: &mut Attr) {
-        a.st_ino = node.ino;
+        a.st_ino = node.ino();
         // Like overlayfs: a directory merged from several layers reports one link.
         if node.is_dir() && usize::from(st.upper) + st.lowers.len() > 1 {
             a.st_nlink = 1;
@@ -265,6 +265,16 @@ impl Overlay {
 
     pub fn opaque_xattr(&self) -> &'static CStr {
         self.opaque_xattr
+    }
+
+    pub fn own_xattrs(&self) -> whiteout::OwnXattrs {
+        whiteout::OwnXattrs {
+            prefix: if self.opaque_xattr == whiteout::USER_OPAQUE {
+                b"user.overlay."
+            } else {
+                b"trusted.overlay."
+            },
+        }
     }
 }
 

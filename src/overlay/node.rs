@@ -67,7 +67,7 @@ pub struct Node {
     pub id: NodeId,
     /// The `st_ino` shown for this node. Equal to `id` except for the names of a lower hard
     /// link, which are separate nodes (copy-up separates them) showing one inode number.
-    pub ino: u64,
+    ino: AtomicU64,
     pub kind: FileType,
     lookups: AtomicU64,
     state: RwLock<NodeState>,
@@ -81,7 +81,7 @@ impl Node {
     pub fn new(id: NodeId, ino: u64, kind: FileType, state: NodeState) -> Node {
         Node {
             id,
-            ino,
+            ino: AtomicU64::new(ino),
             kind,
             lookups: AtomicU64::new(0),
             state: RwLock::new(state),
@@ -98,6 +98,22 @@ impl Node {
 
     pub fn store_lower_names(&self, li: LowerIdx, names: Option<Arc<LowerNames>>) {
         self.lower_names.lock().entry(li).or_insert(names);
+    }
+
+    /// The `st_ino` shown for this node.
+    pub fn ino(&self) -> u64 {
+        self.ino.load(Ordering::Relaxed)
+    }
+
+    /// After copy-up, a name of a lower hard link shows its upper inode (as overlayfs does:
+    /// the lower number is shared with names that were not copied up).
+    pub fn set_ino(&self, ino: u64) {
+        self.ino.store(ino, Ordering::Relaxed);
+    }
+
+    /// A node for one name of a lower hard link (see `lookup::per_name_id`).
+    pub fn is_per_name(&self) -> bool {
+        self.id.0 & (1 << 63) != 0
     }
 
     pub fn is_dir(&self) -> bool {

@@ -12,7 +12,6 @@ use rustix::io::Errno;
 
 use super::copyup::{Data, remove_any};
 use super::dirops::resolved_state;
-use super::lookup::{Probe, probe};
 use super::node::Node;
 use super::{Overlay, Which, name_ok};
 use crate::{Error, Result, sys};
@@ -127,18 +126,16 @@ impl Overlay {
             // Clear what the upper layer holds at the new name where rename(2) can't replace
             // it: an upper directory holding whiteouts, or a whiteout where a directory goes.
             let mut aside = None;
-            match probe(upper, &nppath, &new_rel, newname)? {
-                Probe::Present(st) if sys::file_type(&st) == FileType::Directory => {
-                    let tmp = self.tmp_name();
-                    sys::rename(upper, &new_rel, work, &tmp, RenameFlags::empty())?;
-                    aside = Some(tmp);
+            let aside_needed = match sys::lstat_at(upper, &new_rel) {
+                Ok(st) => {
+                    sys::file_type(&st) == FileType::Directory || (src_dir && sys::is_whiteout(&st))
                 }
-                Probe::Present(st) if src_dir && sys::is_whiteout(&st) => {
-                    let tmp = self.tmp_name();
-                    sys::rename(upper, &new_rel, work, &tmp, RenameFlags::empty())?;
-                    aside = Some(tmp);
-                }
-                _ => {}
+                Err(_) => false,
+            };
+            if aside_needed {
+                let tmp = self.tmp_name();
+                sys::rename(upper, &new_rel, work, &tmp, RenameFlags::empty())?;
+                aside = Some(tmp);
             }
             if src_dir && into_merged {
                 sys::lsetxattr(upper, &old_rel, opaque, b"y", 0)?;

@@ -1,14 +1,18 @@
-//! Resumable, verified blob downloads into the store.
+//! Resumable, verified blob downloads.
 //!
 //! ```text
 //! ROOT/downloads/HEX.partial   bytes received so far; flock'd by the one process writing it
-//! ROOT/blobs/sha256/HEX        the blob, published by one rename once its digest and size match
+//! ROOT/downloads/HEX           a complete, verified blob no layer holds yet (a failed pull's)
+//! ROOT/tmp/PULL/HEX            this pull's blobs (hard links), where the import links each
+//!                              layer's kept blob (`layers/CHAIN/blob`) from
 //! ```
 //!
 //! A blob is streamed to its reader (the store's import, which extracts while it reads) and
 //! appended to the partial file at the same time. At the end of the stream the size and sha256
-//! are checked; only then is the file synced and renamed into `blobs/`. A wrong blob is deleted
-//! and reported. An interrupted download (network failure, killed process) keeps its partial
+//! are checked; only then is the file synced, linked into the pull's directory and renamed to
+//! `downloads/HEX`. After a successful pull the names in `downloads/` that a layer now holds
+//! are removed: a blob is stored once, as its layer's kept blob. A wrong blob is deleted and
+//! reported. An interrupted download (network failure, killed process) keeps its partial
 //! file: the next pull replays it to the reader and asks the registry for the rest with a
 //! `Range` request. A download the reader gave up on (corrupt stream) is deleted.
 use std::fs::File;
@@ -38,8 +42,8 @@ pub struct BlobFetch {
     pub size: u64,
     /// ROOT/downloads
     pub downloads: PathBuf,
-    /// ROOT/blobs/sha256/HEX
-    pub dest: PathBuf,
+    /// This pull's blob directory (the import's `blob_dir`).
+    pub private: PathBuf,
     /// Notes for the user (resumed downloads), printed after the pull.
     pub notes: Arc<Mutex<Vec<String>>>,
     /// The first download failure: the real cause when the import reports only a read error.
@@ -52,18 +56,41 @@ impl BlobFetch {
             .join(format!("{}.partial", self.digest.hex()))
     }
 
-    /// A reader of the blob: the published file when another pull already has it, else a
-    /// download that is verified and published when read to the end.
+    /// `downloads/HEX`: complete and verified.
+    fn complete(&self) -> PathBuf {
+        self.downloads.join(self.digest.hex())
+    }
+
+    fn private_path(&self) -> PathBuf {
+        self.private.join(self.digest.hex())
+    }
+
+    /// Links a complete download into this pull's directory and opens it there (a concurrent
+    /// pull removing `downloads/HEX` then cannot take it away). None when it is not there.
+    fn adopt(&self) -> Result<Option<Box<dyn Read + Send>>> {
+        let own = self.private_path();
+        match std::fs::hard_link(self.complete(), &own) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("link", &own, e)),
+        }
+        let f = File::open(&own).map_err(|e| Error::io("open", &own, e))?;
+        Ok(Some(Box::new(f)))
+    }
+
+    /// A reader of the blob: a complete earlier download, else a download that is verified
+    /// and kept when read to the end.
     pub fn open(&self) -> Result<Box<dyn Read + Send>> {
-        if let Ok(f) = File::open(&self.dest) {
-            return Ok(Box::new(f));
+        if let Some(r) = self.adopt()? {
+            return Ok(r);
         }
         let partial = self.partial();
         let file = lock_partial(&partial)?;
         // Another process may have finished it while we waited for the lock.
-        if let Ok(f) = File::open(&self.dest) {
+        if let Some(r) = self.adopt()? {
             let _ = std::fs::remove_file(&partial);
-            return Ok(Box::new(f));
+            return Ok(r);
         }
         let mut have = file
             .metadata()
@@ -170,7 +197,18 @@ fn lock_partial(p: &Path) -> Result<File> {
     }
 }
 
-/// Removes partial downloads nobody has touched for a week and nobody holds.
+/// After a successful pull: drops the `downloads/` names of blobs a layer now holds (the same
+/// file, hard-linked).
+pub fn forget_kept(downloads: &Path, digests: &[Digest]) {
+    for d in digests {
+        let p = downloads.join(d.hex());
+        if std::fs::metadata(&p).is_ok_and(|m| m.nlink() > 1) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// Removes downloads nobody has touched for a week and nobody holds.
 pub fn sweep_stale(downloads: &Path) {
     let Ok(rd) = std::fs::read_dir(downloads) else {
         return;
@@ -262,7 +300,8 @@ impl Download {
             }));
         }
         self.file.sync_all()?;
-        std::fs::rename(&self.partial, &self.fetch.dest)
+        std::fs::hard_link(&self.partial, self.fetch.private_path())?;
+        std::fs::rename(&self.partial, self.fetch.complete())
     }
 }
 

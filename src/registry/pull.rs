@@ -6,15 +6,17 @@
 //!    `--platform`'s) manifest.
 //! 2. The config is read from the store when present, else fetched, capped and verified.
 //! 3. Each layer is, in order of preference: already extracted (its chain ID is in the store:
-//!    nothing is read); a blob already in the store (same digest, or another blob with the same
-//!    diff_id); or downloaded. Downloads stream straight into the store's import, which extracts
-//!    while the bytes arrive, in parallel, verifying blob digest, size and diff_id; blobs are
-//!    kept in `blobs/` (see [`super::download`]).
+//!    nothing is read); a blob a layer of the store keeps (same digest, or another blob with
+//!    the same diff_id); or downloaded. Downloads stream straight into the store's import,
+//!    which extracts while the bytes arrive, in parallel, verifying blob digest, size and
+//!    diff_id; each layer keeps its blob (`layers/CHAIN/blob`, hard-linked, not copied: see
+//!    [`super::download`]).
 //! 4. The store publishes layers, config, manifest, image record and name only when every layer
 //!    verified: an interrupted pull leaves no image and no layer, and the next pull resumes
 //!    from the blobs and partial downloads it left.
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -23,7 +25,7 @@ use super::docs::{
     self, MAX_CONFIG, MAX_MANIFEST, check_config_media, check_document, check_layer_media,
     manifest_accept, manifest_path, select_platform,
 };
-use super::download::{BlobFetch, sweep_stale};
+use super::download::{BlobFetch, forget_kept, sweep_stale};
 use super::{auth::Credentials, challenge::repo_scope};
 use crate::image::oci::{Descriptor, Document, ImageConfig, Manifest, Platform, chain_ids};
 use crate::reference::Reference;
@@ -75,6 +77,78 @@ struct Fetched {
     doc: Document,
 }
 
+/// The platform manifest a reference resolved to.
+struct Resolved {
+    /// What the reference named: a manifest, or an index.
+    top: Fetched,
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    digest: Digest,
+}
+
+/// Fetches the reference's manifest, following an index to `want`'s entry.
+fn resolve(client: &Client, r: &Reference, scope: &str, want: &Platform) -> Result<Resolved> {
+    let shown = r.familiar();
+    let repo = r.repository.as_str();
+    let top_ref = match (&r.digest, &r.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
+    };
+    let top = fetch_manifest(
+        client,
+        repo,
+        scope,
+        &top_ref,
+        r.digest.as_ref(),
+        None,
+        &shown,
+    )?;
+    let child = match &top.doc {
+        Document::Manifest(_) => None,
+        Document::Index(ix) => {
+            let d = select_platform(ix, want, &shown)?;
+            Some(fetch_child(client, repo, scope, d, want, &shown, 0)?)
+        }
+    };
+    let chosen = child.as_ref().unwrap_or(&top);
+    let Document::Manifest(manifest) = &chosen.doc else {
+        return Err(Error::Format(format!("{shown}: no image manifest")));
+    };
+    Ok(Resolved {
+        manifest: manifest.clone(),
+        bytes: chosen.bytes.clone(),
+        digest: chosen.digest.clone(),
+        top,
+    })
+}
+
+/// An image for another platform: an error when `--platform` asked for one, else a warning.
+fn check_platform(
+    cfg: &ImageConfig,
+    want: &Platform,
+    explicit: bool,
+    shown: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let other = (!cfg.architecture.is_empty() && cfg.architecture != want.architecture)
+        || (!cfg.os.is_empty() && cfg.os != want.os);
+    if other && explicit {
+        return Err(Error::Usage(format!(
+            "{shown} is an image for {}/{}, not for the requested platform {want}",
+            cfg.os, cfg.architecture
+        )));
+    }
+    if other {
+        let _ = writeln!(
+            out,
+            "warning: {shown} is for {}/{}, not for this machine ({want})",
+            cfg.os, cfg.architecture
+        );
+    }
+    Ok(())
+}
+
 /// Pulls `r` into `store`; progress lines go to `out`.
 pub fn pull(
     store: &Store,
@@ -85,118 +159,86 @@ pub fn pull(
 ) -> Result<Pulled> {
     let started = Instant::now();
     let client = Arc::new(Client::connect(&r.registry, creds, &opts.client)?);
-    let repo = r.repository.as_str();
-    let scope = repo_scope(repo, false);
+    let scope = repo_scope(&r.repository, false);
     let want = opts.platform.clone().unwrap_or_else(Platform::host);
     let shown = r.familiar();
-    let top_ref = match (&r.digest, &r.tag) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.clone(),
-        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
-    };
-    let top = fetch_manifest(
-        &client,
-        repo,
-        &scope,
-        &top_ref,
-        r.digest.as_ref(),
-        None,
-        &shown,
-    )?;
-    let (manifest, fetched_manifest) = match &top.doc {
-        Document::Manifest(m) => (m.clone(), None),
-        Document::Index(ix) => {
-            let d = select_platform(ix, &want, &shown)?;
-            let child = fetch_child(&client, repo, &scope, d, &want, &shown, 0)?;
-            let Document::Manifest(m) = &child.doc else {
-                return Err(Error::Format(format!("{shown}: no image manifest")));
-            };
-            (m.clone(), Some(child))
-        }
-    };
-    let (manifest_bytes, manifest_digest) = match &fetched_manifest {
-        Some(c) => (c.bytes.clone(), c.digest.clone()),
-        None => (top.bytes.clone(), top.digest.clone()),
-    };
-    let _ = writeln!(out, "Pulling {shown} ({want}), manifest {manifest_digest}");
-    let config = fetch_config(&client, store, repo, &scope, &manifest, &shown)?;
+    let res = resolve(&client, r, &scope, &want)?;
+    let _ = writeln!(out, "Pulling {shown} ({want}), manifest {}", res.digest);
+    let config = fetch_config(&client, store, &r.repository, &scope, &res.manifest, &shown)?;
     let cfg = ImageConfig::parse(&config, &format!("{shown}: config"))?;
-    if !cfg.architecture.is_empty() && cfg.architecture != want.architecture {
-        let _ = writeln!(
-            out,
-            "warning: {shown} is for {}/{}, not {want}",
-            cfg.os, cfg.architecture
-        );
-    }
-    if cfg.rootfs.diff_ids.len() != manifest.layers.len() {
+    check_platform(&cfg, &want, opts.platform.is_some(), &shown, out)?;
+    if cfg.rootfs.diff_ids.len() != res.manifest.layers.len() {
         return Err(Error::Format(format!(
             "{shown}: the manifest lists {} layers but the config {} diff_ids",
-            manifest.layers.len(),
+            res.manifest.layers.len(),
             cfg.rootfs.diff_ids.len()
         )));
     }
-    let notes = Arc::new(Mutex::new(Vec::new()));
-    let failure = Arc::new(Mutex::new(None));
     let downloads = store.root().join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| Error::io("create", &downloads, e))?;
     sweep_stale(&downloads);
-    let fetch = FetchCtx {
+    let private = store.staging()?;
+    let ctx = FetchCtx {
         client: &client,
-        repo,
+        repo: &r.repository,
         scope: &scope,
         downloads: &downloads,
-        notes: &notes,
-        failure: &failure,
+        private: private.path().to_owned(),
+        notes: Arc::new(Mutex::new(Vec::new())),
+        failure: Arc::new(Mutex::new(None)),
     };
-    let plan_layers = plan_layers(store, &fetch, &manifest, &cfg, out)?;
-    let present = plan_layers.present;
-    let names = match &r.tag {
-        Some(t) => vec![r.with_tag(t)?],
-        None => Vec::new(),
-    };
+    let planned = plan_layers(store, &ctx, &res.manifest, &cfg, out)?;
     let plan = ImagePlan {
         config,
-        manifest: Some(manifest_bytes),
-        layers: plan_layers.inputs,
-        names,
+        manifest: Some(res.bytes.clone()),
+        layers: planned.inputs,
+        names: r.tag.iter().map(|t| r.with_tag(t)).collect::<Result<_>>()?,
     };
     let iopts = ImportOptions {
         progress: opts.progress,
         jobs: opts.jobs.max(1),
-        keep_blobs: false,
+        blob_dir: Some(private.path().to_owned()),
         ..ImportOptions::default()
     };
     let imported = match store.import(plan, &iopts, out) {
         Ok(i) => i,
         // A download failure surfaces in the import as a read error: report the cause.
         Err(e) => {
-            return Err(failure.lock().ok().and_then(|mut f| f.take()).unwrap_or(e));
+            return Err(ctx
+                .failure
+                .lock()
+                .ok()
+                .and_then(|mut f| f.take())
+                .unwrap_or(e));
         }
     };
-    for d in [&top.digest, &manifest_digest] {
+    drop(private);
+    forget_kept(&downloads, &planned.fetched);
+    for d in [&res.top.digest, &res.digest] {
         store.add_repo_digest(&imported.id, &format!("{}@{d}", r.name()))?;
     }
-    if let Ok(n) = notes.lock() {
+    if let Ok(n) = ctx.notes.lock() {
         for line in n.iter() {
             let _ = writeln!(out, "{line}");
         }
     }
     let downloaded = Stats::get(&client.stats.blob_downloads);
     let bytes = Stats::get(&client.stats.bytes_downloaded);
-    let secs = started.elapsed().as_secs_f64();
-    let _ = writeln!(out, "Digest: {}", top.digest);
+    let _ = writeln!(out, "Digest: {}", res.top.digest);
     let _ = writeln!(
         out,
-        "Pulled {shown}: {downloaded} blob(s) downloaded ({}), {present} layer(s) already present, {secs:.2}s",
+        "Pulled {shown}: {downloaded} blob(s) downloaded ({}), {} layer(s) already present, {:.2}s",
         human_mb(bytes),
+        planned.present,
+        started.elapsed().as_secs_f64()
     );
     Ok(Pulled {
         id: imported.id,
-        digest: top.digest,
-        manifest: manifest_digest,
+        digest: res.top.digest,
+        manifest: res.digest,
         downloaded,
         bytes,
-        present,
+        present: planned.present,
     })
 }
 
@@ -363,29 +405,47 @@ fn fetch_config(
 struct PlannedLayers {
     inputs: Vec<LayerInput>,
     present: usize,
+    /// Blobs that go through `downloads/` (downloaded now or by an earlier pull).
+    fetched: Vec<Digest>,
 }
 
-/// diff_id -> a blob in the store that holds that layer (from the layers' records).
-fn local_blobs_by_diff_id(store: &Store) -> Result<HashMap<Digest, (Digest, u64)>> {
-    let mut out = HashMap::new();
+/// The blobs the store's layers keep, by blob digest and by diff_id.
+#[derive(Default)]
+struct LocalBlobs {
+    by_digest: HashMap<Digest, PathBuf>,
+    by_diff: HashMap<Digest, (Digest, u64, PathBuf)>,
+}
+
+fn local_blobs(store: &Store) -> Result<LocalBlobs> {
+    let mut out = LocalBlobs::default();
     for chain in store.layer_ids()? {
-        let Ok(meta) = store.layer_meta(&chain) else {
+        let (Ok(Some(kept)), Ok(meta)) = (store.layer_blob(&chain), store.layer_meta(&chain))
+        else {
             continue;
         };
-        if out.contains_key(&meta.diff_id) {
-            continue;
-        }
-        for s in &meta.sources {
-            if let Ok(md) = std::fs::metadata(store.blob_path(s)) {
-                out.insert(meta.diff_id.clone(), (s.clone(), md.len()));
-                break;
-            }
-        }
+        out.by_digest
+            .entry(kept.blob.digest.clone())
+            .or_insert_with(|| kept.path.clone());
+        out.by_diff
+            .entry(meta.diff_id)
+            .or_insert((kept.blob.digest, kept.blob.size, kept.path));
     }
     Ok(out)
 }
 
-fn file_opener(path: std::path::PathBuf) -> Opener {
+/// Hard-links (else copies) a kept blob into the pull's directory; returns the new path.
+fn link_into(src: &Path, dir: &Path, d: &Digest) -> Result<PathBuf> {
+    let dst = dir.join(d.hex());
+    match std::fs::hard_link(src, &dst) {
+        Ok(()) => Ok(dst),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(dst),
+        Err(_) => std::fs::copy(src, &dst)
+            .map(|_| dst.clone())
+            .map_err(|e| Error::io("copy", &dst, e)),
+    }
+}
+
+fn file_opener(path: PathBuf) -> Opener {
     Box::new(move || {
         let f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
         Ok(Box::new(f) as Box<dyn std::io::Read + Send>)
@@ -397,9 +457,10 @@ struct FetchCtx<'a> {
     client: &'a Arc<Client>,
     repo: &'a str,
     scope: &'a str,
-    downloads: &'a std::path::Path,
-    notes: &'a Arc<Mutex<Vec<String>>>,
-    failure: &'a Arc<Mutex<Option<Error>>>,
+    downloads: &'a Path,
+    private: PathBuf,
+    notes: Arc<Mutex<Vec<String>>>,
+    failure: Arc<Mutex<Option<Error>>>,
 }
 
 /// Decides, per layer, where its bytes come from, and says so.
@@ -410,61 +471,75 @@ fn plan_layers(
     cfg: &ImageConfig,
     out: &mut dyn Write,
 ) -> Result<PlannedLayers> {
-    let (client, repo) = (ctx.client, ctx.repo);
     let chains = chain_ids(&cfg.rootfs.diff_ids);
-    let by_diff = local_blobs_by_diff_id(store)?;
-    let mut inputs = Vec::with_capacity(m.layers.len());
-    let mut present = 0;
+    let local = local_blobs(store)?;
+    let mut planned = PlannedLayers {
+        inputs: Vec::with_capacity(m.layers.len()),
+        present: 0,
+        fetched: Vec::new(),
+    };
+    let mut download_bytes = 0;
     for (i, desc) in m.layers.iter().enumerate() {
-        check_layer_media(desc, &client.registry)?;
+        check_layer_media(desc, &ctx.client.registry)?;
         let diff_id = &cfg.rootfs.diff_ids[i];
-        let what = format!("blob {} of {}/{repo}", desc.digest, client.registry);
-        let dest = store.blob_path(&desc.digest);
         let mut expected = (desc.digest.clone(), desc.size);
         let open: Opener = if store.has_layer(&chains[i]) {
-            present += 1;
+            planned.present += 1;
             Box::new(|| {
                 Err(Error::Format(
                     "internal: an extracted layer was reopened".into(),
                 ))
             })
-        } else if dest.exists() {
+        } else if let Some(p) = local.by_digest.get(&desc.digest) {
             let _ = writeln!(
                 out,
                 "blob sha256:{}: already in the store",
                 desc.digest.short()
             );
-            file_opener(dest)
-        } else if let Some((blob, size)) = by_diff.get(diff_id) {
+            file_opener(link_into(p, &ctx.private, &desc.digest)?)
+        } else if let Some((blob, size, p)) = local.by_diff.get(diff_id) {
             let _ = writeln!(
                 out,
-                "blob sha256:{}: same layer (diff_id sha256:{}) already in the store as blob sha256:{}",
+                "blob sha256:{}: the same layer (diff_id sha256:{}) is in the store as blob sha256:{}",
                 desc.digest.short(),
                 diff_id.short(),
                 blob.short()
             );
             expected = (blob.clone(), *size);
-            file_opener(store.blob_path(blob))
+            file_opener(link_into(p, &ctx.private, blob)?)
         } else {
+            planned.fetched.push(desc.digest.clone());
+            download_bytes += desc.size;
             let fetch = BlobFetch {
-                client: Arc::clone(client),
-                repository: repo.to_owned(),
+                client: Arc::clone(ctx.client),
+                repository: ctx.repo.to_owned(),
                 scope: ctx.scope.to_owned(),
                 digest: desc.digest.clone(),
                 size: desc.size,
                 downloads: ctx.downloads.to_owned(),
-                dest,
-                notes: Arc::clone(ctx.notes),
-                failure: Arc::clone(ctx.failure),
+                private: ctx.private.clone(),
+                notes: Arc::clone(&ctx.notes),
+                failure: Arc::clone(&ctx.failure),
             };
             Box::new(move || fetch.open())
         };
-        inputs.push(LayerInput {
-            what,
+        planned.inputs.push(LayerInput {
+            what: format!(
+                "blob {} of {}/{}",
+                desc.digest, ctx.client.registry, ctx.repo
+            ),
             size_hint: expected.1,
             expected: Some(expected),
             open,
         });
     }
-    Ok(PlannedLayers { inputs, present })
+    if !planned.fetched.is_empty() {
+        let _ = writeln!(
+            out,
+            "Fetching {} layer blob(s), {}",
+            planned.fetched.len(),
+            human_mb(download_bytes)
+        );
+    }
+    Ok(planned)
 }

@@ -1,9 +1,10 @@
 //! `layerfs push`: store -> registry.
 //!
-//! The image's own manifest is pushed unchanged when the store holds every blob it names, so
-//! the pushed digest equals the pulled or loaded one. Otherwise (a layer first stored from a
+//! Layer blobs are the ones the store kept when it extracted each layer (`layers/CHAIN/blob`).
+//! The image's own manifest is pushed unchanged when it names exactly those blobs, so the
+//! pushed digest equals the pulled or loaded one. Otherwise (a layer first stored from a
 //! differently compressed blob, a legacy docker archive without a manifest) an OCI manifest is
-//! written for the blobs the store has; the config, and so the image ID, never changes.
+//! written for the kept blobs; the config, and so the image ID, never changes.
 //!
 //! Per blob: `HEAD` first (present: nothing to send); else a cross-repository mount
 //! (`POST …/uploads/?mount=D&from=REPO`) when a repository of the same registry is known to
@@ -129,62 +130,61 @@ fn push_scope(repo: &str) -> String {
     repo_scope(repo, true)
 }
 
-fn local(store: &Store, d: &Digest, kind: &'static str) -> Option<Blob> {
-    let path = store.blob_path(d);
-    let size = std::fs::metadata(&path).ok()?.len();
-    Some(Blob {
-        digest: d.clone(),
-        size,
-        path,
-        kind,
-    })
+/// The manifest to push and the blobs it names (layers, then the config). Layer blobs are the
+/// ones the store kept when it extracted each layer.
+fn manifest_and_blobs(store: &Store, img: &ImageRecord) -> Result<(Vec<u8>, Vec<Blob>)> {
+    let config_path = store.blob_path(&img.id);
+    let config = Blob {
+        digest: img.id.clone(),
+        size: std::fs::metadata(&config_path)
+            .map_err(|e| Error::io("stat", &config_path, e))?
+            .len(),
+        path: config_path,
+        kind: "config",
+    };
+    let mut blobs = Vec::with_capacity(img.layers.len() + 1);
+    for (chain, diff_id) in img.layers.iter().zip(&img.diff_ids) {
+        let kept = store.layer_blob(chain)?.ok_or_else(|| {
+            Error::Format(format!(
+                "image {}: layer {diff_id} has no kept blob (stored by an older layerfs); remove the image and load or pull it again to push it",
+                img.id.short()
+            ))
+        })?;
+        blobs.push(Blob {
+            digest: kept.blob.digest,
+            size: kept.blob.size,
+            path: kept.path,
+            kind: "layer",
+        });
+    }
+    let manifest = match stored_manifest(store, img, &blobs) {
+        Some(bytes) => bytes,
+        None => build_manifest(&config, &blobs)?,
+    };
+    blobs.push(config);
+    Ok((manifest, blobs))
 }
 
-/// The manifest to push and the blobs it names (layers, then the config).
-fn manifest_and_blobs(store: &Store, img: &ImageRecord) -> Result<(Vec<u8>, Vec<Blob>)> {
-    let config = local(store, &img.id, "config").ok_or_else(|| {
-        Error::Format(format!(
-            "image {}: its config blob is missing from the store",
-            img.id
-        ))
-    })?;
-    if let Some(md) = &img.manifest
-        && let Ok(bytes) = store.read_blob(md)
-        && let Ok(Document::Manifest(m)) = parse_document(&bytes, md.as_str())
-        && m.config.digest == img.id
-    {
-        let layers: Option<Vec<Blob>> = m
-            .layers
+/// The image's own manifest, when it names exactly these layer blobs.
+fn stored_manifest(store: &Store, img: &ImageRecord, layers: &[Blob]) -> Option<Vec<u8>> {
+    let md = img.manifest.as_ref()?;
+    let bytes = store.read_blob(md).ok()?;
+    let Document::Manifest(m) = parse_document(&bytes, md.as_str()).ok()? else {
+        return None;
+    };
+    let same = m.config.digest == img.id
+        && m.layers.len() == layers.len()
+        && m.layers
             .iter()
-            .map(|l| local(store, &l.digest, "layer").filter(|b| b.size == l.size))
-            .collect();
-        if let Some(mut blobs) = layers {
-            blobs.push(config);
-            return Ok((bytes, blobs));
-        }
+            .zip(layers)
+            .all(|(d, b)| d.digest == b.digest && d.size == b.size);
+    if !same {
         log::info!(
-            "image {}: some blobs of its manifest are not in the store; writing a new manifest",
+            "image {}: its manifest names other layer blobs than the store keeps; writing a new manifest",
             img.id.short()
         );
     }
-    let mut blobs = Vec::new();
-    for (chain, diff_id) in img.layers.iter().zip(&img.diff_ids) {
-        let meta = store.layer_meta(chain)?;
-        let b = meta
-            .sources
-            .iter()
-            .find_map(|s| local(store, s, "layer"))
-            .ok_or_else(|| {
-                Error::Format(format!(
-                    "image {}: no blob of layer {diff_id} is in the store (stored by an older layerfs?); load or pull the image again to push it",
-                    img.id.short()
-                ))
-            })?;
-        blobs.push(b);
-    }
-    let manifest = build_manifest(&config, &blobs)?;
-    blobs.push(config);
-    Ok((manifest, blobs))
+    same.then_some(bytes)
 }
 
 /// An OCI manifest for `layers` (media types from the blobs' leading bytes).

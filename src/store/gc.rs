@@ -40,12 +40,6 @@ impl Store {
                     .filter_map(|(_, d)| Digest::parse(d).ok()),
             );
         }
-        // The compressed blobs layers were extracted from (what push and save send).
-        for chain in &keep_layers {
-            if let Ok(meta) = self.layer_meta(chain) {
-                keep_blobs.extend(meta.sources);
-            }
-        }
         let mut reclaimed = 0;
         for chain in self.layer_ids()? {
             if keep_layers.contains(&chain) {

@@ -51,9 +51,10 @@ pub struct ImportOptions {
     pub jobs: usize,
     /// Show progress bars (only when stderr is a terminal).
     pub progress: bool,
-    /// Keep each extracted layer's compressed blob in blobs/ (what `push` and `save` send).
-    /// Off when the caller stores the blobs itself (a registry pull).
-    pub keep_blobs: bool,
+    /// Where the caller keeps verified blobs, named by hex digest (a registry pull, which
+    /// downloads them itself). A layer's kept blob is then hard-linked from there instead of
+    /// being copied while the layer is extracted.
+    pub blob_dir: Option<PathBuf>,
 }
 
 impl Default for ImportOptions {
@@ -62,7 +63,7 @@ impl Default for ImportOptions {
             limits: Limits::from_env(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: false,
-            keep_blobs: true,
+            blob_dir: None,
         }
     }
 }
@@ -78,8 +79,6 @@ pub struct Imported {
 /// A layer extracted into staging, not yet published.
 struct Staged {
     index: usize,
-    /// The compressed blob, kept in staging until published into blobs/.
-    blob: Option<PathBuf>,
     meta: LayerMeta,
     implicit: Vec<RelPath>,
 }
@@ -140,12 +139,6 @@ impl Store {
         }
         self.inherit_implicit_dirs(&staged, &chains, staging.path())?;
         sync_fs(staging.path())?;
-        for s in &staged {
-            if let (Some(p), Some(d)) = (&s.blob, s.meta.sources.first()) {
-                let dest = self.blob_path(d);
-                std::fs::rename(p, &dest).map_err(|e| Error::io("publish blob", &dest, e))?;
-            }
-        }
         for s in &staged {
             let from = staging.path().join(s.meta.chain_id.hex());
             let to = self.layer_dir(&s.meta.chain_id);
@@ -241,11 +234,6 @@ impl Store {
                         }
                         let i = todo[k];
                         let parent = i.checked_sub(1).map(|p| chains[p].clone());
-                        let keep_blob = opts.keep_blobs
-                            && !plan.layers[i]
-                                .expected
-                                .as_ref()
-                                .is_some_and(|(d, _)| self.blob_path(d).exists());
                         let r = extract_one(
                             &plan.layers[i],
                             i,
@@ -255,7 +243,6 @@ impl Store {
                             staging,
                             opts,
                             &bars,
-                            keep_blob,
                         );
                         if r.is_err() {
                             failed.store(true, Ordering::Relaxed);
@@ -365,11 +352,18 @@ fn extract_one(
     staging: &Path,
     opts: &ImportOptions,
     bars: &indicatif::MultiProgress,
-    keep_blob: bool,
 ) -> Result<Staged> {
     let what = format!("layer {} ({})", index + 1, input.what);
     let dir = staging.join(chain.hex());
-    let raw = (input.open)()?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let kept = dir.join(super::blobs::LAYER_BLOB);
+    let raw: Box<dyn Read + Send> = match &opts.blob_dir {
+        Some(_) => (input.open)()?,
+        None => {
+            let copy = std::fs::File::create(&kept).map_err(|e| Error::io("create", &kept, e))?;
+            Box::new(super::blobs::TeeReader::new((input.open)()?, copy))
+        }
+    };
     let bar = bars.add(indicatif::ProgressBar::new(input.size_hint));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -378,9 +372,7 @@ fn extract_one(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(short(diff_id));
-    let raw = bar.wrap_read(raw);
-    let blob_copy = keep_blob.then(|| staging.join(format!("{}.blob", chain.hex())));
-    let raw: Box<dyn Read + Send> = Box::new(Tee::new(raw, blob_copy.as_deref())?);
+    let raw: Box<dyn Read + Send> = Box::new(bar.wrap_read(raw));
     // Read at most one byte more than declared: enough to tell "too long" without reading an
     // endless stream.
     let limit = input
@@ -397,7 +389,7 @@ fn extract_one(
         Err(e) => (None, Some(e)),
     };
     verdict(&what, input.expected.as_ref(), &mut hashed, consumer_err)?;
-    let (got_blob, _) = hashed.blob.clone();
+    let (got_blob, blob_len) = hashed.blob.clone();
     let (Some(up), Some(got_diff)) = (up, hashed.diff) else {
         return Err(Error::Format(format!("{what}: layer stream ended early")));
     };
@@ -414,9 +406,12 @@ fn extract_one(
         parent,
         size: up.tar_bytes,
         entries: up.entries,
-        sources: vec![got_blob],
+        sources: input.expected.iter().map(|(d, _)| d.clone()).collect(),
         created: now_rfc3339(),
-        blob: None,
+        blob: keep_linked(opts, &got_blob, &kept)?.then_some(super::blobs::BlobRef {
+            digest: got_blob,
+            size: blob_len,
+        }),
     };
     let bytes = serde_json::to_vec_pretty(&meta)
         .map_err(|e| Error::Format(format!("encoding layer record: {e}")))?;
@@ -424,33 +419,24 @@ fn extract_one(
     std::fs::write(&mp, bytes).map_err(|e| Error::io("write", &mp, e))?;
     Ok(Staged {
         index,
-        blob: blob_copy,
         meta,
         implicit: up.implicit_dirs,
     })
 }
 
-/// Copies what is read into a file (the kept compressed blob) when one is given.
-struct Tee<R> {
-    inner: R,
-    copy: Option<std::fs::File>,
-}
-
-impl<R: Read> Tee<R> {
-    fn new(inner: R, path: Option<&Path>) -> Result<Self> {
-        let copy = path
-            .map(|p| std::fs::File::create_new(p).map_err(|e| Error::io("create", p, e)))
-            .transpose()?;
-        Ok(Tee { inner, copy })
-    }
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(f) = self.copy.as_mut() {
-            f.write_all(&buf[..n])?;
+/// Whether the layer has its kept blob: written while extracting, or (with a `blob_dir`)
+/// hard-linked from there now that it verified.
+fn keep_linked(opts: &ImportOptions, digest: &Digest, kept: &Path) -> Result<bool> {
+    let Some(dir) = &opts.blob_dir else {
+        return Ok(true);
+    };
+    let src = dir.join(digest.hex());
+    match std::fs::hard_link(&src, kept) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::warn!("{}: not found; the layer keeps no blob", src.display());
+            Ok(false)
         }
-        Ok(n)
+        Err(e) => Err(Error::io("link", kept, e)),
     }
 }

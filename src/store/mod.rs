@@ -3,10 +3,10 @@
 //! ```text
 //! ROOT/
 //!   lock                    flock: shared for readers and loads, exclusive for rmi/prune (GC)
-//!   blobs/sha256/HEX        manifests, configs and layer blobs, exactly the bytes loaded (config
-//!                           HEX = image ID; layer blobs named by LayerMeta::sources, see blobs.rs)
+//!   blobs/sha256/HEX        manifests and configs, exactly the bytes loaded (config HEX = image ID)
 //!   layers/HEX/diff/        an extracted layer in overlay format, read-only once published
 //!   layers/HEX/meta.json    LayerMeta; HEX is the layer's chain ID (see below)
+//!   layers/HEX/blob         the blob the layer was extracted from, as it came (see blobs.rs)
 //!   images/HEX.json         ImageRecord; HEX is the image ID (sha256 of the config bytes)
 //!   images/refs.json        "docker.io/library/alpine:latest" -> image ID
 //!   images/refs.lock        flock serialising read-modify-write of refs.json

@@ -20,8 +20,7 @@ pub struct LayerMeta {
     pub sources: Vec<Digest>,
     /// RFC 3339 time of extraction.
     pub created: String,
-    /// Only in records of early versions, which kept the blob in `layers/HEX/blob`; blobs now
-    /// live in blobs/sha256/ under the digests in `sources` (see `blobs.rs`).
+    /// The blob kept in `layers/HEX/blob` (see `blobs.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<super::blobs::BlobRef>,
 }

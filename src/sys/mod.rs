@@ -67,12 +67,10 @@ pub fn rename(
 
 /// The `/proc/self/fd/N/REL` spelling of `rel` beneath `dir`, for calls with no `*at` form.
 pub fn proc_path(dir: BorrowedFd<'_>, rel: &CStr) -> CString {
-    let mut v = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
-    let r = rel.to_bytes();
-    if r != b"." {
-        v.push(b'/');
-        v.extend_from_slice(r);
-    }
+    // Always a component after the fd's magic link ("N/." for the directory itself): the
+    // `l*` xattr calls would otherwise act on the link, which holds no xattrs.
+    let mut v = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    v.extend_from_slice(rel.to_bytes());
     // A CStr holds no NUL, so neither does the joined path.
     CString::new(v).unwrap_or_default()
 }
