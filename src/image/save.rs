@@ -8,7 +8,7 @@
 //!                                      manifest.json      [{Config, RepoTags, Layers}]
 //! ```
 //!
-//! Layers are the blobs the store kept when it extracted them (`blobs/sha256/`), so digests,
+//! Layers are the blobs the store kept when it extracted them (`layers/CHAIN/blob`), so digests,
 //! diff_ids and the image ID survive a save and a load. When every layer blob the image's
 //! stored manifest names is the one written, that manifest is written unchanged (its digest
 //! too); otherwise a new OCI manifest is written for the same config. docker-archive needs
