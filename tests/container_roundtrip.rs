@@ -56,6 +56,15 @@ fn make_changes(m: &Path) {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
+    // A binary value (newline and NUL bytes), as security.capability values can be.
+    std::fs::write(m.join("opt/bin-xattr"), "x").unwrap();
+    rustix::fs::lsetxattr(
+        m.join("opt/bin-xattr"),
+        "user.bin",
+        b"a\nb\0c",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     std::fs::write(m.join("bin/tool"), "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(m.join("bin/tool"), std::fs::Permissions::from_mode(0o4755)).unwrap();
 }
@@ -71,6 +80,7 @@ fn commit_save_load_round_trip_and_real_clients() {
     make_changes(&g.path);
     let merged = tree(&g.path);
     assert!(merged.contains_key("opt/b") && merged["opt/a"].contains("user.note"));
+    assert!(merged["opt/bin-xattr"].contains("user.bin"));
     let id = env.ok(&["commit", "-q", &cid, "app:2"]).trim().to_string();
     drop(g);
     let skopeo = has_tool("skopeo");

@@ -269,12 +269,41 @@ fn is_overlay_xattr(name: &[u8]) -> bool {
         .any(|p| name.starts_with(p.as_bytes()))
 }
 
+/// One PAX record: (key, value).
+pub type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
+/// Splits PAX extended-header data into (key, value) records. Each record is
+/// `LEN KEY=VALUE\n` where LEN counts the whole record, so a value may hold any byte, a newline
+/// included (binary xattrs such as `security.capability` do); the tar crate's own parser
+/// splits on newlines and rejects those.
+pub fn pax_records(mut data: &[u8]) -> Result<Vec<PaxRecord<'_>>, String> {
+    let mut out = Vec::new();
+    while !data.is_empty() && data[0] != 0 {
+        let sp = data
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or("malformed PAX record: no length")?;
+        let len: usize = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("malformed PAX record: bad length")?;
+        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err("malformed PAX record: length does not match".into());
+        }
+        let kv = &data[sp + 1..len - 1];
+        let eq = kv
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("malformed PAX record: no '='")?;
+        out.push((&kv[..eq], &kv[eq + 1..]));
+        data = &data[len..];
+    }
+    Ok(out)
+}
+
 /// Applies the PAX records of an extended header to the entry that follows it.
 pub fn apply_pax(records: &[u8], e: &mut RawEntry) -> Result<(), String> {
-    for rec in tar::PaxExtensions::new(records) {
-        let rec = rec.map_err(|err| format!("malformed PAX record: {err}"))?;
-        let key = rec.key_bytes();
-        let val = rec.value_bytes();
+    for (key, val) in pax_records(records)? {
         let num = || -> Result<u64, String> {
             std::str::from_utf8(val)
                 .ok()
@@ -504,6 +533,23 @@ mod tests {
             apply_pax(&recs, &mut e).is_err(),
             "size disagreement accepted"
         );
+    }
+
+    #[test]
+    fn pax_record_values_may_hold_newlines() {
+        let recs = b"27 SCHILY.xattr.user.b=a\nb\n12 path=x/y\n";
+        assert_eq!(
+            super::pax_records(recs).unwrap(),
+            vec![
+                (&b"SCHILY.xattr.user.b"[..], &b"a\nb"[..]),
+                (&b"path"[..], &b"x/y"[..])
+            ]
+        );
+        // Trailing NUL padding ends the records.
+        assert_eq!(super::pax_records(b"8 a=bcd\n\0\0").unwrap().len(), 1);
+        for bad in [&b"x a=b\n"[..], b"99 a=b\n", b"7 ab\n", b"6 a=bc", b"3 a\n"] {
+            assert!(super::pax_records(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
