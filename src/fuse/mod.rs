@@ -21,12 +21,13 @@ use fuser::{
 use parking_lot::Mutex;
 
 mod attr;
+mod dir;
 pub mod handles;
+mod io;
 
 use crate::overlay::dirops::NewKind;
 use crate::overlay::fileops::SetAttr;
 use crate::overlay::node::{Node, NodeId};
-use crate::overlay::readdir::DirEntry;
 use crate::overlay::{Caller, Entry, Overlay};
 use handles::{DirH, Fh, FileH, Handle, Handles};
 
@@ -127,116 +128,8 @@ impl Inner {
         }
     }
 
-    /// How a new open of `node` does its I/O. The kernel gives an inode one I/O mode at a
-    /// time: cached (reads and writes through this daemon and the page cache) or passthrough
-    /// to one backing file. Lower copies are served cached (their data never changes, so the
-    /// page cache is kept across opens); an upper copy passes through, unless handles opened
-    /// before its copy-up still hold the inode in cached mode.
-    fn io_mode(
-        &self,
-        node: NodeId,
-        upper: bool,
-        open: impl FnOnce() -> std::io::Result<BackingId>,
-    ) -> (Option<Arc<BackingId>>, FopenFlags) {
-        let cached_flags = if upper {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE
-        };
-        if !self.passthrough.load(Ordering::Relaxed) {
-            return (None, cached_flags);
-        }
-        let mut map = self.iomodes.lock();
-        match map.get_mut(&node) {
-            Some(IoMode::Cached(n)) if *n > 0 => {
-                *n += 1;
-                return (None, FopenFlags::empty());
-            }
-            Some(IoMode::Passthrough(w)) => {
-                if let Some(b) = w.upgrade() {
-                    return (Some(b), FopenFlags::empty());
-                }
-            }
-            _ => {}
-        }
-        if upper {
-            match open() {
-                Ok(b) => {
-                    let b = Arc::new(b);
-                    map.insert(node, IoMode::Passthrough(Arc::downgrade(&b)));
-                    return (Some(b), FopenFlags::empty());
-                }
-                Err(e) => log::debug!("passthrough refused for node {}: {e}", node.0),
-            }
-        }
-        map.insert(node, IoMode::Cached(1));
-        (None, cached_flags)
-    }
-
-    /// The fd a read-only handle on a lower file should read now: the upper copy once the
-    /// file has been copied up (`None`: the handle's own fd).
-    fn current_fd(&self, f: &FileH) -> Result<Option<Arc<OwnedFd>>, Errno> {
-        if f.upper || !f.node.is_upper() {
-            return Ok(None);
-        }
-        let mut slot = f.reopened.lock();
-        if let Some(fd) = &*slot {
-            return Ok(Some(fd.clone()));
-        }
-        let o = self.ov.open(&f.node, libc::O_RDONLY).map_err(errno)?;
-        let fd = Arc::new(o.fd);
-        *slot = Some(fd.clone());
-        Ok(Some(fd))
-    }
-
-    fn finish_open(&self, node: Arc<Node>, flags: OpenFlags, reply: ReplyOpen) {
-        let opened = match self.ov.open(&node, flags.0) {
-            Ok(o) => o,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let (backing, flags) = self.io_mode(node.id, opened.upper, || {
-            reply.open_backing(opened.fd.as_fd())
-        });
-        let fh = self.handles.insert(Handle::File(FileH {
-            node,
-            fd: opened.fd,
-            upper: opened.upper,
-            reopened: Mutex::new(None),
-            backing: backing.clone(),
-        }));
-        match backing {
-            Some(b) => reply.opened_passthrough(FileHandle(fh.0), flags, &b),
-            None => reply.opened(FileHandle(fh.0), flags),
-        }
-    }
-
-    fn file(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+    pub(super) fn file(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         self.handles.get(Fh(fh.0)).ok_or(Errno::EBADF)
-    }
-
-    fn list_with_dots(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>, crate::Error> {
-        let parent = node
-            .state()
-            .links
-            .first()
-            .map(|l| l.parent.ino())
-            .unwrap_or(node.ino());
-        let mut v = vec![
-            DirEntry {
-                name: ".".into(),
-                kind: rustix::fs::FileType::Directory,
-                ino: node.ino(),
-                lower_skip: 0,
-            },
-            DirEntry {
-                name: "..".into(),
-                kind: rustix::fs::FileType::Directory,
-                ino: parent,
-                lower_skip: 0,
-            },
-        ];
-        v.extend(self.ov.list_dir(node)?);
-        Ok(v)
     }
 
     fn make(
@@ -523,29 +416,10 @@ impl fuser::Filesystem for LayerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let h = match self.file(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let Handle::File(f) = &*h else {
-            return reply.error(Errno::EISDIR);
-        };
-        let fresh = match self.current_fd(f) {
-            Ok(fd) => fd,
-            Err(e) => return reply.error(e),
-        };
-        let fd = fresh.as_deref().unwrap_or(&f.fd);
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0usize;
-        while done < buf.len() {
-            match rustix::io::pread(fd.as_fd(), &mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return reply.error(Errno::from_i32(e.raw_os_error())),
-            }
+        match self.read_at(fh, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
         }
-        reply.data(&buf[..done]);
     }
 
     fn write(
@@ -560,16 +434,9 @@ impl fuser::Filesystem for LayerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let h = match self.file(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let Handle::File(f) = &*h else {
-            return reply.error(Errno::EISDIR);
-        };
-        match rustix::io::pwrite(f.fd.as_fd(), data, offset) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+        match self.write_at(fh, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -624,24 +491,9 @@ impl fuser::Filesystem for LayerFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if !self.ov.fsync_enabled() {
-            return reply.ok();
-        }
-        let h = match self.file(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let Handle::File(f) = &*h else {
-            return reply.error(Errno::EISDIR);
-        };
-        let r = if datasync {
-            rustix::fs::fdatasync(f.fd.as_fd())
-        } else {
-            rustix::fs::fsync(f.fd.as_fd())
-        };
-        match r {
+        match self.sync_file(fh, datasync) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -668,28 +520,9 @@ impl fuser::Filesystem for LayerFs {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let h = match self.file(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let Handle::Dir(d) = &*h else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        let mut entries = d.entries.lock();
-        if offset == 0 {
-            match self.list_with_dots(&d.node) {
-                Ok(v) => *entries = v,
-                Err(e) => return reply.error(errno(e)),
-            }
-        }
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(e.ino), i as u64 + 1, attr::kind(e.kind), &e.name) {
-                break;
-            }
-        }
-        reply.ok();
+        self.list(fh, offset, reply);
     }
 
     fn readdirplus(
@@ -698,60 +531,9 @@ impl fuser::Filesystem for LayerFs {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let h = match self.file(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let Handle::Dir(d) = &*h else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        let mut entries = d.entries.lock();
-        if offset == 0 {
-            match self.list_with_dots(&d.node) {
-                Ok(v) => *entries = v,
-                Err(e) => return reply.error(errno(e)),
-            }
-        }
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let off = i as u64 + 1;
-            let full = if e.name == "." || e.name == ".." {
-                // The kernel takes no entry for these; only the name and d_ino matter.
-                let mut a = attr::to_fuse(&crate::sys::zeroed_stat());
-                a.ino = INodeNo(e.ino);
-                a.kind = attr::kind(e.kind);
-                reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
-            } else {
-                match self.ov.lookup_hinted(&d.node, &e.name, e.lower_skip) {
-                    Ok(ent) if ent.node.ino() != ent.node.id.0 => {
-                        // fuser sends the node id as d_ino. For a name showing another inode
-                        // number (a lower hard link), send that number with no caching and
-                        // without our lookup reference: the kernel looks the name up again on
-                        // first use and gets the real node, and forgets the placeholder (an id
-                        // no node has).
-                        self.ov.forget(ent.node.id, 1);
-                        let a = attr::to_fuse(&ent.attr);
-                        reply.add(a.ino, off, &e.name, &Duration::ZERO, &a, Generation(0))
-                    }
-                    Ok(ent) => {
-                        let a = attr::to_fuse(&ent.attr);
-                        let full = reply.add(a.ino, off, &e.name, &self.ttl, &a, Generation(0));
-                        if full {
-                            // Not sent: the kernel won't count this lookup.
-                            self.ov.forget(ent.node.id, 1);
-                        }
-                        full
-                    }
-                    // Gone since the listing was taken: leave it out.
-                    Err(_) => false,
-                }
-            };
-            if full {
-                break;
-            }
-        }
-        reply.ok();
+        self.list_plus(fh, offset, reply);
     }
 
     fn releasedir(
@@ -901,17 +683,9 @@ impl fuser::Filesystem for LayerFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let h = match self.file(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let Handle::File(f) = &*h else {
-            return reply.error(Errno::EISDIR);
-        };
-        let m = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
-        match rustix::fs::fallocate(f.fd.as_fd(), m, offset, length) {
+        match self.allocate(fh, offset, length, mode) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -924,24 +698,9 @@ impl fuser::Filesystem for LayerFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let h = match self.file(fh) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let Handle::File(f) = &*h else {
-            return reply.error(Errno::EISDIR);
-        };
-        let off = offset.max(0) as u64;
-        let r = match whence {
-            libc::SEEK_DATA => rustix::fs::seek(f.fd.as_fd(), rustix::fs::SeekFrom::Data(off)),
-            libc::SEEK_HOLE => rustix::fs::seek(f.fd.as_fd(), rustix::fs::SeekFrom::Hole(off)),
-            libc::SEEK_SET => Ok(off),
-            libc::SEEK_END => rustix::fs::fstat(f.fd.as_fd()).map(|s| (s.st_size + offset) as u64),
-            _ => Err(rustix::io::Errno::INVAL),
-        };
-        match r {
-            Ok(o) => reply.offset(o as i64),
-            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+        match self.seek(fh, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -958,24 +717,9 @@ impl fuser::Filesystem for LayerFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let (hi, ho) = match (self.file(fh_in), self.file(fh_out)) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return reply.error(e),
-        };
-        let (Handle::File(fi), Handle::File(fo)) = (&*hi, &*ho) else {
-            return reply.error(Errno::EISDIR);
-        };
-        let (mut i, mut o) = (offset_in, offset_out);
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
-        match rustix::fs::copy_file_range(
-            fi.fd.as_fd(),
-            Some(&mut i),
-            fo.fd.as_fd(),
-            Some(&mut o),
-            len,
-        ) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(Errno::from_i32(e.raw_os_error())),
+        match self.copy_range(fh_in, offset_in, fh_out, offset_out, len) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
         }
     }
 }
