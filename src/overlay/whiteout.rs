@@ -28,8 +28,7 @@ pub const WH_OPAQUE_NAME: &CStr = c".wh..wh..opq";
 pub const PRIVATE_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 /// Escaped names (Linux 6.7+): `trusted.overlay.X` set through a mount is stored as
 /// `trusted.overlay.overlay.X`, shown as `trusted.overlay.X`, and copied up like user data.
-pub const ESCAPED_XATTR_PREFIXES: [&[u8]; 2] =
-    [b"trusted.overlay.overlay.", b"user.overlay.overlay."];
+pub const ESCAPED_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.overlay.", b"user.overlay.overlay."];
 const ESCAPE: &[u8] = b"overlay.";
 
 pub fn is_wh_name(name: &OsStr) -> bool {
@@ -62,10 +61,7 @@ impl OwnXattrs {
         if is_private_xattr(stored) {
             return None;
         }
-        match stored
-            .strip_prefix(self.prefix)
-            .and_then(|r| r.strip_prefix(ESCAPE))
-        {
+        match stored.strip_prefix(self.prefix).and_then(|r| r.strip_prefix(ESCAPE)) {
             Some(rest) => Some([self.prefix, rest].concat()),
             None => Some(stored.to_vec()),
         }
@@ -78,9 +74,7 @@ mod tests {
 
     #[test]
     fn xattr_escaping_round_trips_and_hides_markers() {
-        let own = OwnXattrs {
-            prefix: b"trusted.overlay.",
-        };
+        let own = OwnXattrs { prefix: b"trusted.overlay." };
         let cases: &[(&[u8], &[u8])] = &[
             (b"trusted.overlay.opaque", b"trusted.overlay.overlay.opaque"),
             (b"trusted.overlay.foo", b"trusted.overlay.overlay.foo"),
