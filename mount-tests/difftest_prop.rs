@@ -139,3 +139,33 @@ fn random_operation_sequences() {
         Err(e) => panic!("proptest: {e}"),
     }
 }
+
+/// Sequences the random search once found to differ, kept as fixed regression cases.
+#[test]
+fn shrunk_regressions() {
+    common::require_root();
+    let other = Impl::under_test();
+    let cases: Vec<(&str, Vec<Op>)> = vec![(
+        "exchange_lower_file_with_lower_hardlink",
+        vec![Op::Rename("a/x".into(), "f".into(), libc::RENAME_EXCHANGE)],
+    )];
+    let tmp = test_tmp();
+    let mut failures = Vec::new();
+    for (name, ops) in cases {
+        let base = tempfile::Builder::new()
+            .prefix(name)
+            .tempdir_in(&tmp)
+            .expect("tempdir");
+        let sc = Scenario {
+            name,
+            fixture: small,
+            ro: false,
+            ops,
+        };
+        let report = run_scenario(&sc, other, Style::Overlay, base.path());
+        if !report.is_empty() {
+            failures.push(format!("{name}:\n   {}", report.join("\n   ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -126,12 +126,33 @@ fn mount_change_diff_commit() {
     drop(g2);
 
     // Commit: the new image shows exactly the container's tree.
+    let layers_before = std::fs::read_dir(env.root.join("layers")).unwrap().count();
     let new_id = env
         .ok(&[
-            "commit", "-q", &id, "app:2", "-m", "edit", "--author", "T <t@x>",
+            "commit",
+            "-q",
+            &id,
+            "app:2",
+            "-m",
+            "edit",
+            "--author",
+            "T <t@x>",
+            "-c",
+            "ENV MODE=prod",
+            "--change",
+            "EXPOSE 8080",
+            "-c",
+            r#"CMD ["/bin/app", "-v"]"#,
         ])
         .trim()
         .to_string();
+    // Committing the same state again stores no second copy of the layer.
+    let again = env.ok(&["commit", "-q", &id, "app:2b"]).trim().to_string();
+    assert_ne!(again, new_id, "a new config (history) but the same layer");
+    assert_eq!(
+        std::fs::read_dir(env.root.join("layers")).unwrap().count(),
+        layers_before + 1
+    );
     assert!(new_id.starts_with("sha256:"), "{new_id}");
     let (_, ro) = env.mount("app:2", "ro", &["--read-only"]);
     assert_eq!(tree(&ro.path), merged);
@@ -148,6 +169,18 @@ fn mount_change_diff_commit() {
     );
     let insp: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "app:2"])).unwrap();
     assert_eq!(insp[0]["Author"], "T <t@x>");
+    assert_eq!(
+        insp[0]["Config"]["Env"],
+        serde_json::json!(["PATH=/bin", "MODE=prod"])
+    );
+    assert_eq!(
+        insp[0]["Config"]["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}})
+    );
+    assert_eq!(
+        insp[0]["Config"]["Cmd"],
+        serde_json::json!(["/bin/app", "-v"])
+    );
     assert_eq!(insp[0]["RootFS"]["Layers"].as_array().unwrap().len(), 3);
 
     // rm refuses a mounted container; rm -f unmounts it first.
@@ -191,8 +224,18 @@ fn state_survives_a_killed_daemon() {
         .ok(&["create", "app:1", "--name", "c1"])
         .trim()
         .to_string();
-    let (_, g) = env.mount("c1", "mnt", &[]);
+    let (_, g) = env.mount("c1", "mnt", &["-o", "noatime"]);
     let m = g.path.clone();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(m.to_str().unwrap()))
+        .unwrap();
+    assert!(
+        line.contains("noatime"),
+        "extra -o options reach the mount: {line}"
+    );
+    assert!(line.contains(&format!("layerfs-{id}")), "{line}");
     let mut f = std::fs::File::create(m.join("etc/durable")).unwrap();
     f.write_all(b"fsynced data").unwrap();
     f.sync_all().unwrap();

@@ -203,14 +203,8 @@ pub fn run(
     let cold = !warm_only && scratch::can_drop_caches();
     let scratch = scratch::ScratchDir::create(&cfg.dir, "lfb")?;
     let mut progress = progress::Progress::new(quiet);
-    let outcome = runner::Runner {
-        cfg,
-        ctl: scratch::Ctl::new(stop),
-        cold,
-        scratch: &scratch,
-        progress: &mut progress,
-    }
-    .run(impls);
+    let outcome =
+        runner::Runner::new(cfg, scratch::Ctl::new(stop), cold, &scratch, &mut progress).run(impls);
     progress.show("cleaning up", "");
     let removed = scratch.remove();
     progress.finish();

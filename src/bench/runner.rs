@@ -12,7 +12,7 @@ use crate::bench::progress::Progress;
 use crate::bench::report::{Failure, ImplInfo, ImplStatus, Sample};
 use crate::bench::scratch::{self, Ctl, ScratchDir};
 use crate::bench::tree;
-use crate::bench::workloads::{self, Env, Measure};
+use crate::bench::workloads::{self, Env, Input, Measure};
 use crate::{Error, Result};
 
 pub struct Outcome {
@@ -23,11 +23,13 @@ pub struct Outcome {
 }
 
 pub struct Runner<'a> {
-    pub cfg: &'a Config,
-    pub ctl: Ctl,
-    pub cold: bool,
-    pub scratch: &'a ScratchDir,
-    pub progress: &'a mut Progress,
+    cfg: &'a Config,
+    ctl: Ctl,
+    cold: bool,
+    scratch: &'a ScratchDir,
+    progress: &'a mut Progress,
+    /// Flattened copies for `raw`, kept for the run.
+    raw: Vec<RawCopy>,
 }
 
 fn io<T>(op: &'static str, path: &Path, r: std::io::Result<T>) -> Result<T> {
@@ -49,7 +51,24 @@ impl RawCopy {
     }
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    pub fn new(
+        cfg: &'a Config,
+        ctl: Ctl,
+        cold: bool,
+        scratch: &'a ScratchDir,
+        progress: &'a mut Progress,
+    ) -> Self {
+        Runner {
+            cfg,
+            ctl,
+            cold,
+            scratch,
+            progress,
+            raw: Vec::new(),
+        }
+    }
+
     /// Runs everything. Errors only for what makes the whole run impossible.
     pub fn run(&mut self, impls: &[Implementation]) -> Result<Outcome> {
         let mut out = Outcome {
@@ -177,7 +196,6 @@ impl Runner<'_> {
         samples: &mut Vec<Sample>,
     ) -> Result<()> {
         let start = Instant::now();
-        let mut raw: Option<RawCopy> = None;
         let reps = self.cfg.reps.max(1);
         for rep in 1..=reps {
             if rep > 1 && start.elapsed() > self.cfg.budget {
@@ -195,33 +213,7 @@ impl Runner<'_> {
                     rep,
                 };
                 let measures = if imp.is_raw() {
-                    if raw
-                        .as_ref()
-                        .is_none_or(|r| r.dirty || r.layers != case.layers)
-                    {
-                        let t = Instant::now();
-                        drop(raw.take());
-                        raw = Some(self.flatten(&case.layers, &ctl)?);
-                        log::debug!(
-                            "{} {}: flattened copy in {:?}",
-                            imp.name,
-                            w.name(),
-                            t.elapsed()
-                        );
-                    }
-                    let r = raw
-                        .as_mut()
-                        .ok_or_else(|| Error::Usage("no flattened copy".into()))?;
-                    self.inject(w, &r.tree())?;
-                    nix::unistd::sync();
-                    let m = workloads::run(&r.tree(), &case.input, &env)?;
-                    match &case.input {
-                        workloads::Input::RmRf { subtree, .. } => {
-                            tree::restore_subtree(&r.layers, &r.view, subtree, &r.tree(), &ctl)?
-                        }
-                        _ => r.dirty = w.destructive(),
-                    }
-                    m
+                    self.raw_rep(w, case, &env)?
                 } else {
                     self.mounted_rep(imp, w, case, &env)?
                 };
@@ -234,6 +226,43 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// One repetition on a flattened copy. Copies are kept for the whole run, keyed by their
+    /// layers, and put back after each repetition: a subtree removed by rm-rf is copied again,
+    /// an extracted tarball removed; only the parallel workload's scattered changes need a new
+    /// copy. Copying is setup: only the stop flag limits it, not the repetition's time limit.
+    fn raw_rep(&mut self, w: WorkloadId, case: &Case, env: &Env) -> Result<Vec<Measure>> {
+        let idx = match self.raw.iter().position(|r| r.layers == case.layers) {
+            Some(i) if !self.raw[i].dirty => i,
+            found => {
+                if let Some(i) = found {
+                    self.raw.remove(i).dir.remove()?;
+                }
+                let t = Instant::now();
+                let setup = self.ctl.clone();
+                let copy = self.flatten(&case.layers, &setup)?;
+                log::debug!("raw {}: flattened copy in {:?}", w.name(), t.elapsed());
+                self.raw.push(copy);
+                self.raw.len() - 1
+            }
+        };
+        let tree = self.raw[idx].tree();
+        self.inject(w, &tree)?;
+        nix::unistd::sync();
+        let m = workloads::run(&tree, &case.input, env);
+        let r = &mut self.raw[idx];
+        match &case.input {
+            Input::RmRf { subtree, .. } if m.is_ok() => {
+                tree::restore_subtree(&r.layers, &r.view, subtree, &tree, &self.ctl)?
+            }
+            Input::Untar { .. } if m.is_ok() => {
+                let x = tree.join(workloads::untar_dir(env.rep));
+                std::fs::remove_dir_all(&x).map_err(|e| Error::io("remove", &x, e))?
+            }
+            _ => r.dirty = m.is_err() || w.destructive(),
+        }
+        m
     }
 
     fn flatten(&mut self, layers: &[PathBuf], ctl: &Ctl) -> Result<RawCopy> {

@@ -400,12 +400,17 @@ fn read(p: &Path, size: u64, count: usize, seed: u64, env: &Env) -> Result<Vec<M
     Ok(out)
 }
 
+/// The directory repetition `rep` of the untar workload extracts into.
+pub fn untar_dir(rep: u32) -> String {
+    format!("x{rep}")
+}
+
 /// Extracts a tarball of small files into a new directory (GNU tar), then syncs the file system.
 fn untar(mnt: &Path, tarball: &Path, entries: usize, env: &Env) -> Result<Vec<Measure>> {
     env.ctl.check()?;
     let tar = crate::bench::impls::find_program("tar")
         .ok_or_else(|| Error::Usage("GNU tar is not installed (apt-get install tar)".into()))?;
-    let target = mnt.join(format!("x{}", env.rep));
+    let target = mnt.join(untar_dir(env.rep));
     let ((), t) = timed(|| {
         io("create directory", &target, std::fs::create_dir(&target))?;
         let out = std::process::Command::new(&tar)

@@ -232,16 +232,11 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
         .iter()
         .zip(&sizes)
         .map(|((r, m, served), (rw, virt))| {
-            let mnt = match m.first() {
-                None => "-".to_string(),
-                Some(p) if *served => p.display().to_string(),
-                Some(p) => format!("{} (stale)", p.display()),
-            };
             vec![
                 id_of(r),
                 r.image_name.clone(),
                 r.name.clone(),
-                mnt,
+                shown_mountpoint(m, *served),
                 format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
                 human_ago(Some(&r.created)),
             ]
@@ -261,6 +256,14 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
             &lines,
         ),
     )
+}
+
+fn shown_mountpoint(mounts: &[PathBuf], served: bool) -> String {
+    match mounts.first() {
+        None => "-".to_string(),
+        Some(p) if served => p.display().to_string(),
+        Some(p) => format!("{} (stale)", p.display()),
+    }
 }
 
 fn diff_cmd(store: &Store, a: &DiffArgs, out: &mut dyn Write) -> Result<()> {

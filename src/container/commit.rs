@@ -232,6 +232,37 @@ fn created_by(rec: &ContainerRecord, opts: &CommitOptions) -> String {
     s
 }
 
+/// Import inputs for the new image's layers: the last is the new blob at `blob`; the others
+/// are the base image's layers, already in the store (the import never opens them).
+fn layer_inputs(layers: &[Descriptor], blob: &Path) -> Vec<LayerInput> {
+    let last = layers.len().saturating_sub(1);
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let p = blob.to_path_buf();
+            let open: crate::store::import::Opener = if i == last {
+                Box::new(move || {
+                    let f = File::open(&p).map_err(|e| Error::io("open", &p, e))?;
+                    Ok(Box::new(f) as Box<dyn io::Read + Send>)
+                })
+            } else {
+                Box::new(|| Err(Error::Format("base layer missing from the store".into())))
+            };
+            LayerInput {
+                what: if i == last {
+                    "the committed layer".into()
+                } else {
+                    format!("base layer {}", i + 1)
+                },
+                expected: Some((d.digest.clone(), d.size)),
+                size_hint: d.size,
+                open,
+            }
+        })
+        .collect()
+}
+
 /// Commits a container's writable layer as a new image.
 pub fn commit(store: &Store, rec: &ContainerRecord, opts: &CommitOptions) -> Result<Committed> {
     let img = store.image(&rec.image)?;
@@ -268,37 +299,10 @@ pub fn commit(store: &Store, rec: &ContainerRecord, opts: &CommitOptions) -> Res
         platform: None,
     };
     let manifest = oci_manifest(&config_desc, &layers)?;
-    let inputs = layers
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let is_new = i == img.layers.len();
-            let p = blob_path.clone();
-            let open: crate::store::import::Opener = if is_new {
-                Box::new(move || {
-                    let f = File::open(&p).map_err(|e| Error::io("open", &p, e))?;
-                    Ok(Box::new(f) as Box<dyn io::Read + Send>)
-                })
-            } else {
-                // The image's own layers are present: the import never opens them.
-                Box::new(|| Err(Error::Format("base layer missing from the store".into())))
-            };
-            LayerInput {
-                what: if is_new {
-                    "the committed layer".into()
-                } else {
-                    format!("base layer {}", i + 1)
-                },
-                expected: Some((d.digest.clone(), d.size)),
-                size_hint: d.size,
-                open,
-            }
-        })
-        .collect();
     let plan = ImagePlan {
         config,
         manifest: Some(manifest),
-        layers: inputs,
+        layers: layer_inputs(&layers, &blob_path),
         names: opts.reference.iter().cloned().collect(),
     };
     let imported = store.import(plan, &ImportOptions::default(), &mut io::sink())?;

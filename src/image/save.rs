@@ -119,10 +119,23 @@ fn sniff_file(p: &Path) -> Result<Compression> {
     compress::sniff(&head).map_err(|e| Error::Format(format!("{}: {e}", p.display())))
 }
 
+/// Layer `i` of an image record: (chain ID, diff_id); a record whose lists disagree is corrupt.
+fn layer_ids(img: &ImageRecord, i: usize) -> Result<(&Digest, &Digest)> {
+    match (img.layers.get(i), img.diff_ids.get(i)) {
+        (Some(c), Some(d)) => Ok((c, d)),
+        _ => Err(Error::Format(format!(
+            "image record {}: layer {i} missing (corrupt record: {} layers, {} diff_ids)",
+            img.id,
+            img.layers.len(),
+            img.diff_ids.len()
+        ))),
+    }
+}
+
 /// The blob of layer `i` of `img` as stored: the kept blob, or a re-pack of the layer directory
 /// (uncompressed) when it reproduces the diff_id. `scratch` holds re-packed layers.
 pub fn stored_layer(store: &Store, img: &ImageRecord, i: usize, scratch: &Path) -> Result<Blob> {
-    let chain = &img.layers[i];
+    let (chain, diff_id) = layer_ids(img, i)?;
     if let Some(kept) = store.layer_blob(chain)? {
         let kind = sniff_file(&kept.path)?;
         return Ok(Blob {
@@ -130,7 +143,6 @@ pub fn stored_layer(store: &Store, img: &ImageRecord, i: usize, scratch: &Path) 
             data: Data::File(kept.path),
         });
     }
-    let diff_id = &img.diff_ids[i];
     let dest = scratch.join(format!("repack-{}", chain.hex()));
     let root = open_tree(&store.layer_diff(chain))?;
     let file = File::create(&dest).map_err(|e| Error::io("create", &dest, e))?;
@@ -158,7 +170,7 @@ pub fn stored_layer(store: &Store, img: &ImageRecord, i: usize, scratch: &Path) 
 /// The descriptor of layer `i` of `img` without writing anything: the kept blob's, or (no
 /// blob kept) the uncompressed tar's, whose digest is the diff_id.
 pub fn layer_descriptor(store: &Store, img: &ImageRecord, i: usize) -> Result<Descriptor> {
-    let chain = &img.layers[i];
+    let (chain, diff_id) = layer_ids(img, i)?;
     if let Some(kept) = store.layer_blob(chain)? {
         let kind = sniff_file(&kept.path)?;
         return Ok(descriptor(
@@ -168,7 +180,7 @@ pub fn layer_descriptor(store: &Store, img: &ImageRecord, i: usize) -> Result<De
         ));
     }
     let meta = store.layer_meta(chain)?;
-    Ok(descriptor(LAYER_TAR, img.diff_ids[i].clone(), meta.size))
+    Ok(descriptor(LAYER_TAR, diff_id.clone(), meta.size))
 }
 
 /// The uncompressed layer (digest = diff_id) for docker-archive, decompressed into `scratch`.
@@ -177,8 +189,8 @@ fn uncompressed_layer(store: &Store, img: &ImageRecord, i: usize, scratch: &Path
     if b.desc.media_type == LAYER_TAR {
         return Ok(b);
     }
-    let diff_id = &img.diff_ids[i];
-    let what = format!("layer {}", img.layers[i].short());
+    let (chain, diff_id) = layer_ids(img, i)?;
+    let what = format!("layer {}", chain.short());
     let (_, dec) = compress::decoder(b.open()?, &what)?;
     let mut r = HashingReader::new(dec);
     let dest = scratch.join(format!("plain-{}", diff_id.hex()));

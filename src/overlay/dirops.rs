@@ -50,7 +50,11 @@ impl Overlay {
         caller: Caller,
     ) -> Result<(Entry, Option<OwnedFd>)> {
         let cname = name_ok(name)?;
-        if let NewKind::Node { kind: FileType::CharacterDevice, rdev: 0 } = what {
+        if let NewKind::Node {
+            kind: FileType::CharacterDevice,
+            rdev: 0,
+        } = what
+        {
             // That is a whiteout on disk: overlayfs refuses to create one as a file.
             return Err(Error::Sys(Errno::PERM));
         }

@@ -132,7 +132,8 @@ impl Overlay {
 
     /// `name` as stored in the layers (see `whiteout::OwnXattrs`).
     fn stored_xattr(&self, name: &CStr) -> Result<CString> {
-        CString::new(self.own_xattrs().to_stored(name.to_bytes())).map_err(|_| Error::Sys(Errno::INVAL))
+        CString::new(self.own_xattrs().to_stored(name.to_bytes()))
+            .map_err(|_| Error::Sys(Errno::INVAL))
     }
 
     pub fn getxattr(&self, node: &Node, name: &CStr) -> Result<Vec<u8>> {
@@ -165,7 +166,13 @@ impl Overlay {
         }
         self.writable()?;
         self.copy_up(node, Data::Full)?;
-        sys::lsetxattr(self.layer_fd(Which::Upper)?, &node.path()?, &stored, value, flags)?;
+        sys::lsetxattr(
+            self.layer_fd(Which::Upper)?,
+            &node.path()?,
+            &stored,
+            value,
+            flags,
+        )?;
         Ok(())
     }
 

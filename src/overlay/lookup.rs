@@ -196,7 +196,15 @@ impl Overlay {
                 // number ambiguous (kernel overlayfs makes the same choice).
                 if r.kind == FileType::Directory || (nlink == 1 && r.stat.st_nlink == 1) {
                     let id = self.node_id_for(dev, ino);
-                    return (id, id.0);
+                    // The origin is found by path, so a copied-up file renamed away keeps it:
+                    // then the file now at this path is another one and gets its own number.
+                    let taken = self.nodes.get(id).is_some_and(|n| {
+                        let st = n.state();
+                        st.upper && st.upper_ino.is_some_and(|u| u != r.stat.st_ino)
+                    });
+                    if !taken {
+                        return (id, id.0);
+                    }
                 }
             }
         }

@@ -28,7 +28,8 @@ pub const WH_OPAQUE_NAME: &CStr = c".wh..wh..opq";
 pub const PRIVATE_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 /// Escaped names (Linux 6.7+): `trusted.overlay.X` set through a mount is stored as
 /// `trusted.overlay.overlay.X`, shown as `trusted.overlay.X`, and copied up like user data.
-pub const ESCAPED_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.overlay.", b"user.overlay.overlay."];
+pub const ESCAPED_XATTR_PREFIXES: [&[u8]; 2] =
+    [b"trusted.overlay.overlay.", b"user.overlay.overlay."];
 const ESCAPE: &[u8] = b"overlay.";
 
 pub fn is_wh_name(name: &OsStr) -> bool {
@@ -61,35 +62,13 @@ impl OwnXattrs {
         if is_private_xattr(stored) {
             return None;
         }
-        match stored.strip_prefix(self.prefix).and_then(|r| r.strip_prefix(ESCAPE)) {
+        match stored
+            .strip_prefix(self.prefix)
+            .and_then(|r| r.strip_prefix(ESCAPE))
+        {
             Some(rest) => Some([self.prefix, rest].concat()),
             None => Some(stored.to_vec()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn xattr_escaping_round_trips_and_hides_markers() {
-        let own = OwnXattrs { prefix: b"trusted.overlay." };
-        let cases: &[(&[u8], &[u8])] = &[
-            (b"trusted.overlay.opaque", b"trusted.overlay.overlay.opaque"),
-            (b"trusted.overlay.foo", b"trusted.overlay.overlay.foo"),
-            (b"user.foo", b"user.foo"),
-            (b"security.capability", b"security.capability"),
-        ];
-        for (shown, stored) in cases {
-            assert_eq!(own.to_stored(shown), stored.to_vec());
-            assert_eq!(own.to_shown(stored), Some(shown.to_vec()));
-        }
-        assert_eq!(own.to_shown(b"trusted.overlay.opaque"), None);
-        assert_eq!(own.to_shown(b"trusted.overlay.origin"), None);
-        assert_eq!(own.to_shown(b"user.overlay.opaque"), None);
-        assert!(is_private_xattr(b"trusted.overlay.redirect"));
-        assert!(!is_private_xattr(b"trusted.overlay.overlay.x"));
     }
 }
 
@@ -116,5 +95,32 @@ pub fn dir_is_opaque(dir: BorrowedFd<'_>, rel: &CStr) -> Result<bool, Errno> {
         Ok(_) => Ok(true),
         Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattr_escaping_round_trips_and_hides_markers() {
+        let own = OwnXattrs {
+            prefix: b"trusted.overlay.",
+        };
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"trusted.overlay.opaque", b"trusted.overlay.overlay.opaque"),
+            (b"trusted.overlay.foo", b"trusted.overlay.overlay.foo"),
+            (b"user.foo", b"user.foo"),
+            (b"security.capability", b"security.capability"),
+        ];
+        for (shown, stored) in cases {
+            assert_eq!(own.to_stored(shown), stored.to_vec());
+            assert_eq!(own.to_shown(stored), Some(shown.to_vec()));
+        }
+        assert_eq!(own.to_shown(b"trusted.overlay.opaque"), None);
+        assert_eq!(own.to_shown(b"trusted.overlay.origin"), None);
+        assert_eq!(own.to_shown(b"user.overlay.opaque"), None);
+        assert!(is_private_xattr(b"trusted.overlay.redirect"));
+        assert!(!is_private_xattr(b"trusted.overlay.overlay.x"));
     }
 }

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::digest::HashingReader;
+use super::pipeline::{decode_in_thread, verdict};
 use super::records::{ImageRecord, LayerMeta, now_rfc3339};
 use super::{Digest, Store};
-use crate::image::compress;
 use crate::image::oci::{Document, ImageConfig, Manifest, chain_ids, parse_document};
 use crate::image::tarentry::RelPath;
 use crate::image::unpack::{Limits, open_layer_root, unpack_layer};
@@ -123,6 +122,8 @@ impl Store {
                 todo.push(i);
             }
         }
+        // Largest first: with fewer workers than layers, the big one must not start last.
+        todo.sort_by_key(|&i| std::cmp::Reverse(plan.layers[i].size_hint));
         let staging = self.staging()?;
         let staged = self.extract_all(&plan, &todo, &diff_ids, &chains, staging.path(), opts)?;
         for s in &staged {
@@ -371,65 +372,27 @@ fn extract_one(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(short(diff_id));
-    let raw = bar.wrap_read(raw);
+    let raw: Box<dyn Read + Send> = Box::new(bar.wrap_read(raw));
     // Read at most one byte more than declared: enough to tell "too long" without reading an
     // endless stream.
     let limit = input
         .expected
         .as_ref()
         .map_or(u64::MAX, |(_, n)| n.saturating_add(1));
-    let mut blob = HashingReader::new(raw.take(limit));
-    let (_, dec) = compress::decoder(&mut blob, &what)?;
-    let mut diff = HashingReader::new(dec);
     let fd = open_layer_root(&dir.join("diff"))?;
-    let unpacked = unpack_layer(&mut diff, fd, &opts.limits, &what);
-    let (dec, got_diff, _) = diff.finish();
-    drop(dec);
-    let up = match unpacked {
-        Ok(up) => up,
-        // A corrupt blob usually shows up first as a bad tar or compressed stream; when the
-        // blob's digest is wrong too, that is the cause to report.
-        Err(e) => {
-            let _ = compress::discard(&mut blob);
-            let (_, got_blob, _) = blob.finish();
-            return Err(match &input.expected {
-                Some((d, _)) if &got_blob != d => Error::DigestMismatch {
-                    what: what.clone(),
-                    expected: d.to_string(),
-                    actual: got_blob.to_string(),
-                },
-                _ => e,
-            });
-        }
-    };
-    let trailing =
-        compress::discard(&mut blob).map_err(|e| Error::Format(format!("{what}: {e}")))?;
-    let (_, got_blob, blob_len) = blob.finish();
+    let (unpacked, mut hashed) = decode_in_thread(raw, limit, &what, |r| {
+        unpack_layer(r, fd, &opts.limits, &what)
+    });
     bar.finish_and_clear();
-    if let Some((d, n)) = &input.expected {
-        if blob_len != *n {
-            return Err(Error::Format(format!(
-                "{what}: blob is {} bytes, the manifest says {n} (truncated or trailing data)",
-                if blob_len > *n {
-                    format!("more than {n}")
-                } else {
-                    blob_len.to_string()
-                }
-            )));
-        }
-        if &got_blob != d {
-            return Err(Error::DigestMismatch {
-                what: what.clone(),
-                expected: d.to_string(),
-                actual: got_blob.to_string(),
-            });
-        }
-    }
-    if trailing > 0 {
-        return Err(Error::Format(format!(
-            "{what}: {trailing} bytes of trailing data after the compressed stream"
-        )));
-    }
+    let (up, consumer_err) = match unpacked {
+        Ok(up) => (Some(up), None),
+        Err(e) => (None, Some(e)),
+    };
+    verdict(&what, input.expected.as_ref(), &mut hashed, consumer_err)?;
+    let (got_blob, blob_len) = hashed.blob.clone();
+    let (Some(up), Some(got_diff)) = (up, hashed.diff) else {
+        return Err(Error::Format(format!("{what}: layer stream ended early")));
+    };
     if &got_diff != diff_id {
         return Err(Error::DigestMismatch {
             what: format!("{what}: uncompressed content (diff_id)"),

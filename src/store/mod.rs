@@ -28,6 +28,7 @@ mod gc;
 pub mod import;
 mod lock;
 pub mod output;
+mod pipeline;
 pub mod records;
 
 use std::collections::BTreeSet;

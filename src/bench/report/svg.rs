@@ -187,12 +187,10 @@ fn legend(out: &mut String, names: &[(String, usize)], x: f64, y: f64) {
     }
 }
 
-/// Renders one line chart of `rows` (all of one workload and metric), or None when there is
-/// nothing with two x values to draw.
-pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<String> {
-    let order = report.impl_order();
+/// One series per implementation with points at the rows' x values, sorted by x.
+fn collect_series(order: &[String], rows: &[&Row]) -> Vec<Series> {
     let mut series: Vec<Series> = Vec::new();
-    for name in &order {
+    for name in order {
         let mut points: Vec<Point> = rows
             .iter()
             .filter_map(|r| {
@@ -215,33 +213,19 @@ pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<S
             });
         }
     }
-    let mut xs: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.x))
-        .collect();
-    xs.sort_by(f64::total_cmp);
-    xs.dedup();
-    if xs.len() < 2 {
-        return None;
-    }
-    let all = || series.iter().flat_map(|s| s.points.iter());
-    let ymin = all().map(|p| p.min).fold(f64::INFINITY, f64::min);
-    let ymax = all().map(|p| p.max).fold(0.0, f64::max);
-    let y_log = ymax / ymin > 10.0;
-    let (y_lo, y_hi, y_ticks) = y_ticks(ymin, ymax, y_log);
-    let (px_left, px_right, px_top, px_bottom) = (LEFT, W - RIGHT, TOP + 10.0, H - BOTTOM);
-    // Pad the x axis by a fraction of its span so end markers are not on the frame.
-    let xa0 = Axis::new(true, xs[0], xs[xs.len() - 1], px_left, px_right);
-    let pad = (xa0.hi - xa0.lo) * 0.04;
-    let xa = Axis {
-        lo: xa0.lo - pad,
-        hi: xa0.hi + pad,
-        ..xa0
-    };
-    let ya = Axis::new(y_log, y_lo, y_hi, px_bottom, px_top);
+    series
+}
 
-    let mut out = String::new();
-    header(&mut out, W, H, &chart.title, &chart.subtitle);
+/// Frame, grid lines, tick labels and axis labels of a line chart.
+fn draw_axes(
+    out: &mut String,
+    xa: &Axis,
+    ya: &Axis,
+    xs: &[f64],
+    y_ticks: &[f64],
+    chart: &LineChart,
+) {
+    let (px_left, px_right, px_top, px_bottom) = (xa.px_lo, xa.px_hi, ya.px_hi, ya.px_lo);
     let _ = writeln!(
         out,
         "<rect x=\"{px_left}\" y=\"{px_top}\" width=\"{}\" height=\"{}\" fill=\"#fafafa\" \
@@ -249,7 +233,7 @@ pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<S
         px_right - px_left,
         px_bottom - px_top
     );
-    for t in &y_ticks {
+    for t in y_ticks {
         let y = ya.px(*t);
         let _ = writeln!(
             out,
@@ -260,7 +244,7 @@ pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<S
             escape(&format::duration(*t))
         );
     }
-    for x in &xs {
+    for x in xs {
         let px = xa.px(*x);
         let _ = writeln!(
             out,
@@ -284,8 +268,18 @@ pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<S
          transform=\"rotate(-90 18 {cy})\">{}</text>",
         escape(&chart.y_label)
     );
+}
+
+/// The lines, markers and min-max bars; returns the legend entries.
+fn draw_series(
+    out: &mut String,
+    series: &[Series],
+    order: &[String],
+    xa: &Axis,
+    ya: &Axis,
+) -> Vec<(String, usize)> {
     let mut names = Vec::new();
-    for s in &series {
+    for s in series {
         let index = order.iter().position(|n| n == &s.name).unwrap_or(0);
         names.push((s.name.clone(), index));
         let (color, dash) = style(&s.name, index);
@@ -317,6 +311,43 @@ pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<S
         }
         out.push_str("</g>\n");
     }
+    names
+}
+
+/// Renders one line chart of `rows` (all of one workload and metric), or None when there is
+/// nothing with two x values to draw.
+pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<String> {
+    let order = report.impl_order();
+    let series = collect_series(&order, rows);
+    let mut xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.x))
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    if xs.len() < 2 {
+        return None;
+    }
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let ymin = all().map(|p| p.min).fold(f64::INFINITY, f64::min);
+    let ymax = all().map(|p| p.max).fold(0.0, f64::max);
+    let y_log = ymax / ymin > 10.0;
+    let (y_lo, y_hi, y_ticks) = y_ticks(ymin, ymax, y_log);
+    let (px_left, px_right, px_top, px_bottom) = (LEFT, W - RIGHT, TOP + 10.0, H - BOTTOM);
+    // Pad the x axis by a fraction of its span so end markers are not on the frame.
+    let xa0 = Axis::new(true, xs[0], xs[xs.len() - 1], px_left, px_right);
+    let pad = (xa0.hi - xa0.lo) * 0.04;
+    let xa = Axis {
+        lo: xa0.lo - pad,
+        hi: xa0.hi + pad,
+        ..xa0
+    };
+    let ya = Axis::new(y_log, y_lo, y_hi, px_bottom, px_top);
+
+    let mut out = String::new();
+    header(&mut out, W, H, &chart.title, &chart.subtitle);
+    draw_axes(&mut out, &xa, &ya, &xs, &y_ticks, chart);
+    let names = draw_series(&mut out, &series, &order, &xa, &ya);
     legend(&mut out, &names, px_right + 18.0, px_top + 14.0);
     out.push_str("</svg>\n");
     Some(out)
