@@ -446,3 +446,34 @@ fn a_layer_stored_from_another_blob_is_not_downloaded() {
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
 }
+
+#[test]
+fn a_manifest_served_as_another_type_is_refused() {
+    let reg = Registry::start();
+    let img = three_layer_image(&host_arch());
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&img, "v1")]);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{}/typed/app:v1", reg.addr()),
+        &[],
+    );
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyOpts {
+            manifest_type: Some("application/vnd.oci.image.index.v1+json".into()),
+            ..Default::default()
+        },
+    );
+    let env = Env::new();
+    let err = env.fails(&["pull", &format!("{}/typed/app:v1", proxy.addr())]);
+    assert!(
+        err.contains("does not match the document") && err.contains("Content-Type"),
+        "{err}"
+    );
+    assert!(image_ids(&env).is_empty());
+    assert!(
+        reg.requests("GET", "/blobs/").is_empty(),
+        "blobs fetched for a refused manifest"
+    );
+}
