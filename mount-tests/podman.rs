@@ -215,7 +215,14 @@ fn podman_with_mount_program() {
         loaded.contains("localhost/lfstest:1"),
         "podman load: {loaded}"
     );
-    pm.run(&["create", "--name", "c1", "localhost/lfstest:1"]);
+    pm.run(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "c1",
+        "localhost/lfstest:1",
+    ]);
 
     // Mount the container and change it.
     let m = PathBuf::from(pm.run(&["mount", "c1"]));

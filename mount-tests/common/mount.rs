@@ -105,16 +105,21 @@ impl Mount {
         &self.dirs
     }
 
-    /// Unmounts and waits until mountinfo no longer lists the mount point.
+    /// Unmounts and waits until mountinfo no longer lists the mount point. On failure the
+    /// mount is detached all the same (nothing leaks) and the failure reported.
     pub fn unmount(mut self) -> Result<(), String> {
         self.mounted = false;
-        unmount_impl(self.imp, &self.mnt)
+        unmount_impl(self.imp, &self.mnt).inspect_err(|_| {
+            let _ = force_unmount(&self.mnt);
+        })
     }
 
     /// Unmounts and mounts the same directories again (same implementation).
     pub fn remount(&mut self) -> Result<(), String> {
         self.mounted = false;
-        unmount_impl(self.imp, &self.mnt)?;
+        unmount_impl(self.imp, &self.mnt).inspect_err(|_| {
+            let _ = force_unmount(&self.mnt);
+        })?;
         self._extra_lower = do_mount(self.imp, &self.dirs, &self.mnt)?;
         self.mounted = true;
         Ok(())
