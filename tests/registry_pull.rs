@@ -446,3 +446,79 @@ fn a_layer_stored_from_another_blob_is_not_downloaded() {
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
 }
+
+#[test]
+fn a_manifest_served_as_another_type_is_refused() {
+    let reg = Registry::start();
+    let img = three_layer_image(&host_arch());
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&img, "v1")]);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{}/typed/app:v1", reg.addr()),
+        &[],
+    );
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyOpts {
+            manifest_type: Some("application/vnd.oci.image.index.v1+json".into()),
+            ..Default::default()
+        },
+    );
+    let env = Env::new();
+    let err = env.fails(&["pull", &format!("{}/typed/app:v1", proxy.addr())]);
+    assert!(
+        err.contains("does not match the document") && err.contains("Content-Type"),
+        "{err}"
+    );
+    assert!(image_ids(&env).is_empty());
+    assert!(
+        reg.requests("GET", "/blobs/").is_empty(),
+        "blobs fetched for a refused manifest"
+    );
+}
+
+#[test]
+fn a_complete_partial_download_is_checked_without_a_request() {
+    let reg = Registry::start();
+    let img = Image::new(
+        vec![layer(&[Entry::File("f", &noise(200_000, 4))], Comp::Gzip)],
+        &host_arch(),
+        "p",
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(&img, "v1")]);
+    let r = format!("{}/partial/app:v1", reg.addr());
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{r}"),
+        &[],
+    );
+    let d = sha256(&img.layers[0].blob);
+    let env = Env::new();
+    let downloads = env.root().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let partial = downloads.join(format!("{}.partial", hex_of(&d)));
+    // Full length, wrong bytes (a pull killed after its last write, on a bad stream).
+    let mut bad = img.layers[0].blob.clone();
+    let n = bad.len();
+    bad[n - 20] ^= 1;
+    std::fs::write(&partial, &bad).unwrap();
+    let err = env.fails(&["pull", &r]);
+    assert!(
+        err.contains(&d)
+            && (err.contains("mismatch") || err.contains("corrupt") || err.contains("checksum")),
+        "{err}"
+    );
+    assert!(!partial.exists(), "a wrong partial download was kept");
+    assert!(reg.requests("GET", &d).is_empty());
+    // Full length, right bytes: used as is.
+    std::fs::write(&partial, &img.layers[0].blob).unwrap();
+    env.ok(&["pull", &r]);
+    assert!(
+        reg.requests("GET", &d).is_empty(),
+        "the blob was downloaded again"
+    );
+    assert_eq!(image_ids(&env), [img.id()]);
+    assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 0);
+}

@@ -332,7 +332,6 @@ impl Client {
         {
             url = url.with_query("scope", s);
         }
-        let mut req = self.agent.get(url.to_string());
         if let Some(c) = &self.creds {
             if realm.scheme() == Scheme::Http
                 && !self.plain_ok
@@ -345,10 +344,10 @@ impl Client {
                 )));
             }
             url = url.with_query("account", &c.username);
-            req = self
-                .agent
-                .get(url.to_string())
-                .header("authorization", format!("Basic {}", c.basic()));
+        }
+        let mut req = self.agent.get(url.to_string());
+        if let Some(c) = &self.creds {
+            req = req.header("authorization", format!("Basic {}", c.basic()));
         }
         Stats::add(&self.stats.requests, 1);
         let resp = req

@@ -97,26 +97,62 @@ impl BlobFetch {
             .map_err(|e| Error::io("stat", &partial, e))?
             .len();
         if have > self.size {
-            file.set_len(0)
-                .map_err(|e| Error::io("truncate", &partial, e))?;
+            truncate(&file, &partial)?;
             have = 0;
         }
+        // Every byte is there (a pull stopped before checking it): verify without a request.
+        let net = if have == self.size {
+            None
+        } else {
+            let (body, from) = self.request(have, &file, &partial)?;
+            have = from;
+            Some(body)
+        };
+        Ok(Box::new(Download {
+            fetch: self.clone(),
+            partial,
+            file,
+            replayed: 0,
+            replay_end: have,
+            net,
+            hasher: Hasher::new(),
+            done: false,
+            interrupted: false,
+        }))
+    }
+}
+
+impl BlobFetch {
+    /// GETs the blob from byte `have` on (a `Range` request when `have > 0`). Returns the body
+    /// and the offset it starts at: 0 when the registry sent the whole blob, after which the
+    /// partial file is emptied.
+    fn request(
+        &self,
+        have: u64,
+        file: &File,
+        partial: &Path,
+    ) -> Result<(Box<dyn Read + Send>, u64)> {
         let url = self
             .client
             .url(&blob_path(&self.repository, &self.digest))?;
-        let mut req = Request::new(Method::Get, url, &self.scope);
+        let mut req = Request::new(Method::Get, url.clone(), &self.scope);
         if have > 0 {
             req = req.header("range", format!("bytes={have}-"));
         }
-        let resp = self.client.send(&req)?;
-        let status = resp.status().as_u16();
-        match status {
-            200 if have > 0 => {
-                file.set_len(0)
-                    .map_err(|e| Error::io("truncate", &partial, e))?;
-                have = 0;
+        let mut resp = self.client.send(&req)?;
+        if resp.status().as_u16() == 416 && have > 0 {
+            // The registry cannot serve that range: start over.
+            resp = self
+                .client
+                .send(&Request::new(Method::Get, url, &self.scope))?;
+        }
+        let from = match resp.status().as_u16() {
+            200 => {
+                if have > 0 {
+                    truncate(file, partial)?;
+                }
+                0
             }
-            200 => {}
             206 if have > 0 => {
                 let start = header(&resp, "content-range").and_then(|r| range_start(&r));
                 if start != Some(have) {
@@ -132,6 +168,7 @@ impl BlobFetch {
                         self.size
                     ));
                 }
+                have
             }
             404 => {
                 return Err(Error::Registry(format!(
@@ -146,20 +183,14 @@ impl BlobFetch {
                     &self.scope,
                 ));
             }
-        }
+        };
         Stats::add(&self.client.stats.blob_downloads, 1);
-        Ok(Box::new(Download {
-            fetch: self.clone(),
-            partial,
-            file,
-            replayed: 0,
-            replay_end: have,
-            net: Some(Box::new(resp.into_body().into_reader())),
-            hasher: Hasher::new(),
-            done: false,
-            interrupted: false,
-        }))
+        Ok((Box::new(resp.into_body().into_reader()), from))
     }
+}
+
+fn truncate(f: &File, p: &Path) -> Result<()> {
+    f.set_len(0).map_err(|e| Error::io("truncate", p, e))
 }
 
 fn short(d: &Digest) -> String {
@@ -323,6 +354,7 @@ impl Read for Download {
             return Ok(n);
         }
         let Some(net) = self.net.as_mut() else {
+            self.finish()?;
             return Ok(0);
         };
         let n = match net.read(buf) {

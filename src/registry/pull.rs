@@ -149,6 +149,30 @@ fn check_platform(
     Ok(())
 }
 
+/// The last lines of a pull: resumed downloads, the digest, what was fetched.
+fn report(
+    out: &mut dyn Write,
+    shown: &str,
+    digest: &Digest,
+    notes: &Mutex<Vec<String>>,
+    p: &Pulled,
+    secs: f64,
+) {
+    if let Ok(n) = notes.lock() {
+        for line in n.iter() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = writeln!(out, "Digest: {digest}");
+    let _ = writeln!(
+        out,
+        "Pulled {shown}: {} blob(s) downloaded ({}), {} layer(s) already present, {secs:.2}s",
+        p.downloaded,
+        human_mb(p.bytes),
+        p.present,
+    );
+}
+
 /// Pulls `r` into `store`; progress lines go to `out`.
 pub fn pull(
     store: &Store,
@@ -167,13 +191,6 @@ pub fn pull(
     let config = fetch_config(&client, store, &r.repository, &scope, &res.manifest, &shown)?;
     let cfg = ImageConfig::parse(&config, &format!("{shown}: config"))?;
     check_platform(&cfg, &want, opts.platform.is_some(), &shown, out)?;
-    if cfg.rootfs.diff_ids.len() != res.manifest.layers.len() {
-        return Err(Error::Format(format!(
-            "{shown}: the manifest lists {} layers but the config {} diff_ids",
-            res.manifest.layers.len(),
-            cfg.rootfs.diff_ids.len()
-        )));
-    }
     let downloads = store.root().join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| Error::io("create", &downloads, e))?;
     sweep_stale(&downloads);
@@ -217,29 +234,17 @@ pub fn pull(
     for d in [&res.top.digest, &res.digest] {
         store.add_repo_digest(&imported.id, &format!("{}@{d}", r.name()))?;
     }
-    if let Ok(n) = ctx.notes.lock() {
-        for line in n.iter() {
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    let downloaded = Stats::get(&client.stats.blob_downloads);
-    let bytes = Stats::get(&client.stats.bytes_downloaded);
-    let _ = writeln!(out, "Digest: {}", res.top.digest);
-    let _ = writeln!(
-        out,
-        "Pulled {shown}: {downloaded} blob(s) downloaded ({}), {} layer(s) already present, {:.2}s",
-        human_mb(bytes),
-        planned.present,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(Pulled {
+    let pulled = Pulled {
         id: imported.id,
         digest: res.top.digest,
         manifest: res.digest,
-        downloaded,
-        bytes,
+        downloaded: Stats::get(&client.stats.blob_downloads),
+        bytes: Stats::get(&client.stats.bytes_downloaded),
         present: planned.present,
-    })
+    };
+    let secs = started.elapsed().as_secs_f64();
+    report(out, &shown, &pulled.digest, &ctx.notes, &pulled, secs);
+    Ok(pulled)
 }
 
 fn human_mb(b: u64) -> String {
@@ -471,6 +476,15 @@ fn plan_layers(
     cfg: &ImageConfig,
     out: &mut dyn Write,
 ) -> Result<PlannedLayers> {
+    if cfg.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(Error::Format(format!(
+            "{}/{}: the manifest lists {} layers but the config {} diff_ids",
+            ctx.client.registry,
+            ctx.repo,
+            m.layers.len(),
+            cfg.rootfs.diff_ids.len()
+        )));
+    }
     let chains = chain_ids(&cfg.rootfs.diff_ids);
     let local = local_blobs(store)?;
     let mut planned = PlannedLayers {

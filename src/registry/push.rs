@@ -265,33 +265,10 @@ fn ensure_blob(
         404 => {}
         _ => return Err(client.status_error(resp, &format!("blob {}", b.digest), &scope)),
     }
-    let mut session = None;
-    for from in mount_from {
-        let scope = format!("{} {}", push_scope(repo), repo_scope(from, false));
-        let url = client
-            .url(&format!("/v2/{repo}/blobs/uploads/"))?
-            .with_query("mount", b.digest.as_str())
-            .with_query("from", from);
-        let resp = client.send(&Request::new(Method::Post, url, &scope))?;
-        match resp.status().as_u16() {
-            201 => {
-                Stats::add(&client.stats.blob_mounts, 1);
-                return Ok(Outcome::Mounted(from.clone()));
-            }
-            202 => {
-                session = header(&resp, "location");
-                break;
-            }
-            _ => log::debug!(
-                "mount of {} from {from} refused: {}",
-                b.digest,
-                resp.status()
-            ),
-        }
-    }
-    let location = match session {
-        Some(l) => l,
-        None => start_upload(client, repo, &scope)?,
+    let location = match try_mount(client, repo, b, mount_from)? {
+        Mount::Done(from) => return Ok(Outcome::Mounted(from)),
+        Mount::Session(l) => l,
+        Mount::Refused => start_upload(client, repo, &scope)?,
     };
     let url = client
         .base()
@@ -329,6 +306,38 @@ fn ensure_blob(
     Stats::add(&client.stats.blob_uploads, 1);
     Stats::add(&client.stats.bytes_uploaded, b.size);
     Ok(Outcome::Uploaded)
+}
+
+enum Mount {
+    Done(String),
+    /// The registry declined but opened an upload session (202) at this location.
+    Session(String),
+    Refused,
+}
+
+/// Cross-repository mounts from the repositories known to hold `b`.
+fn try_mount(client: &Client, repo: &str, b: &Blob, from: &[String]) -> Result<Mount> {
+    for src in from {
+        let scope = format!("{} {}", push_scope(repo), repo_scope(src, false));
+        let url = client
+            .url(&format!("/v2/{repo}/blobs/uploads/"))?
+            .with_query("mount", b.digest.as_str())
+            .with_query("from", src);
+        let resp = client.send(&Request::new(Method::Post, url, &scope))?;
+        match resp.status().as_u16() {
+            201 => {
+                Stats::add(&client.stats.blob_mounts, 1);
+                return Ok(Mount::Done(src.clone()));
+            }
+            202 => {
+                if let Some(l) = header(&resp, "location") {
+                    return Ok(Mount::Session(l));
+                }
+            }
+            s => log::debug!("mount of {} from {src} refused: HTTP {s}", b.digest),
+        }
+    }
+    Ok(Mount::Refused)
 }
 
 /// `POST /v2/REPO/blobs/uploads/` -> the session's Location.

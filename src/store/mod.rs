@@ -12,6 +12,7 @@
 //!   images/refs.lock        flock serialising read-modify-write of refs.json
 //!   containers/ID/meta.json written by the container module; its "image" pins an image
 //!   tmp/                    staging; swept when no other process holds the store lock
+//!   downloads/HEX[.partial] registry downloads kept for a resumed pull (registry/download.rs)
 //! ```
 //!
 //! Layers are keyed by chain ID, which is computed from diff_ids (uncompressed digests) only,

@@ -21,6 +21,8 @@ pub struct ProxyOpts {
     pub redirect_blobs: bool,
     /// Cut the first blob GET response of more than 64 KiB after half of its body.
     pub truncate_first_blob: bool,
+    /// Replace the Content-Type of manifest responses.
+    pub manifest_type: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -231,6 +233,7 @@ fn handle(s: TcpStream, st: &State, storage: bool) -> std::io::Result<()> {
                 ..req
             },
             false,
+            None,
         );
     }
     if req.target.starts_with("/token") {
@@ -289,12 +292,24 @@ fn handle(s: TcpStream, st: &State, storage: bool) -> std::io::Result<()> {
         return respond(&s, "307 Temporary Redirect", &[("Location", loc)], b"");
     }
     let may_cut = st.opts.truncate_first_blob && is_blob_get(&req);
-    forward(&s, st, &req, may_cut)
+    let retype = st
+        .opts
+        .manifest_type
+        .as_deref()
+        .filter(|_| req.target.contains("/manifests/"));
+    forward(&s, st, &req, may_cut, retype)
 }
 
 /// Sends the request to the registry (without Authorization) and relays the answer; with
 /// `may_cut`, the first large body is relayed only half, then the connection closes.
-fn forward(mut s: &TcpStream, st: &State, req: &Req, may_cut: bool) -> std::io::Result<()> {
+/// `retype` replaces the response's Content-Type.
+fn forward(
+    mut s: &TcpStream,
+    st: &State,
+    req: &Req,
+    may_cut: bool,
+    retype: Option<&str>,
+) -> std::io::Result<()> {
     let mut up = TcpStream::connect(("127.0.0.1", st.upstream))?;
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.target);
     for (k, v) in &req.headers {
@@ -308,6 +323,9 @@ fn forward(mut s: &TcpStream, st: &State, req: &Req, may_cut: bool) -> std::io::
     up.write_all(&req.body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
+    if let Some(t) = retype {
+        resp = replace_content_type(&resp, t);
+    }
     if may_cut && let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
         let body_len = resp.len() - (i + 4);
         if body_len > 64 << 10 && !st.truncated.swap(true, Ordering::SeqCst) {
@@ -317,4 +335,21 @@ fn forward(mut s: &TcpStream, st: &State, req: &Req, may_cut: bool) -> std::io::
     }
     s.write_all(&resp)?;
     s.flush()
+}
+
+/// The response with its Content-Type header replaced.
+fn replace_content_type(resp: &[u8], t: &str) -> Vec<u8> {
+    let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return resp.to_vec();
+    };
+    let head = String::from_utf8_lossy(&resp[..i]);
+    let mut out: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-type:"))
+        .map(str::to_owned)
+        .collect();
+    out.push(format!("Content-Type: {t}"));
+    let mut v = out.join("\r\n").into_bytes();
+    v.extend_from_slice(&resp[i..]);
+    v
 }
