@@ -4,7 +4,7 @@
 //! it is built under a fresh name in `workdir/work` — data (clone, else copy_file_range over
 //! data segments, else read/write; holes kept), then owner, then mode (chown clears
 //! setuid/setgid), then xattrs (after data and owner, which would clear security.capability),
-//! then times — fsynced, and published in the upper layer by one rename. A crash leaves the
+//! then times — its data synced (fdatasync, as overlayfs does unless `volatile`), and published in the upper layer by one rename. A crash leaves the
 //! lower entry visible or the complete copy, never a half file.
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -110,7 +110,7 @@ impl Overlay {
                     copy_data(input.as_fd(), out.as_fd(), src.st_size as u64)?;
                 }
                 if self.fsync {
-                    rustix::fs::fsync(out.as_fd())?;
+                    rustix::fs::fdatasync(out.as_fd())?;
                 }
             }
             FileType::Symlink => {
