@@ -372,7 +372,7 @@ impl Drop for Mounted {
 }
 
 #[test]
-fn kernel_overlay_of_a_loaded_image_shows_the_merged_tree() {
+fn kernel_overlay_and_layerfs_show_the_same_tree_of_a_loaded_image() {
     if !is_root() {
         eprintln!("skipped: needs root for mount -t overlay");
         return;
@@ -438,4 +438,29 @@ fn kernel_overlay_of_a_loaded_image_shows_the_merged_tree() {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(mnt.join("secret")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.mtime()), (0o700, 1_600_000_000));
+
+    // The driver shows the same tree: `layerfs mount --read-only IMAGE`.
+    let mnt2 = tmp.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    ok(
+        &root,
+        &["mount", "--read-only", "img:t", mnt2.to_str().unwrap()],
+    );
+    let _guard2 = Mounted(mnt2.clone());
+    let via_layerfs: Vec<String> = tree(&mnt2)
+        .into_iter()
+        .map(|(p, d)| format!("{p} {d}"))
+        .collect();
+    assert_eq!(via_layerfs, got, "layerfs and kernel overlayfs differ");
+    assert_eq!(
+        getxattr(&mnt2.join("data"), "user.note").as_deref(),
+        Some(&b"dir"[..])
+    );
+    let m2 = std::fs::metadata(mnt2.join("secret")).unwrap();
+    assert_eq!((m2.mode() & 0o7777, m2.mtime()), (0o700, 1_600_000_000));
+    assert!(
+        std::fs::write(mnt2.join("etc/new"), b"x").is_err(),
+        "read-only mount"
+    );
+    ok(&root, &["umount", mnt2.to_str().unwrap()]);
 }
