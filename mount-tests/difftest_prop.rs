@@ -145,10 +145,17 @@ fn random_operation_sequences() {
 fn shrunk_regressions() {
     common::require_root();
     let other = Impl::under_test();
-    let cases: Vec<(&str, Vec<Op>)> = vec![(
-        "exchange_lower_file_with_lower_hardlink",
-        vec![Op::Rename("a/x".into(), "f".into(), libc::RENAME_EXCHANGE)],
-    )];
+    let cases: Vec<(&str, Vec<Op>)> = vec![
+        (
+            "exchange_lower_file_with_lower_hardlink",
+            vec![Op::Rename("a/x".into(), "f".into(), libc::RENAME_EXCHANGE)],
+        ),
+        // Seed 31: the link count of a copied-up lower hard link was cached from before.
+        (
+            "append_to_lower_hardlink_then_lstat",
+            vec![append("f", ""), lstat("f"), lstat("m")],
+        ),
+    ];
     let tmp = test_tmp();
     let mut failures = Vec::new();
     for (name, ops) in cases {

@@ -128,6 +128,17 @@ impl Inner {
         }
     }
 
+    /// How long the kernel may keep a node's attributes. A name of a lower hard link gets no
+    /// cache: its copy-up changes what it shows (link count, inode number) without any request
+    /// the kernel would see as a change to it.
+    fn attr_ttl(&self, node: &Node) -> Duration {
+        if node.is_per_name() {
+            Duration::ZERO
+        } else {
+            self.ttl
+        }
+    }
+
     pub(super) fn file(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
         self.handles.get(Fh(fh.0)).ok_or(Errno::EBADF)
     }
@@ -177,6 +188,13 @@ impl fuser::Filesystem for LayerFs {
             .and_then(|p| self.ov.lookup(&p, name).map_err(errno));
         match r {
             Ok(e) => self.reply_entry(reply, &e),
+            // A negative entry the kernel may cache, like overlayfs's negative dentries: a
+            // name only appears through this mount, which replaces the entry when it does.
+            Err(e) if e == Errno::ENOENT => {
+                let mut a = attr::to_fuse(&crate::sys::zeroed_stat());
+                a.ino = INodeNo(0);
+                reply.entry(&self.ttl, &a, Generation(0));
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -198,13 +216,13 @@ impl fuser::Filesystem for LayerFs {
                     let mut a = rustix::fs::fstat(f.fd.as_fd())
                         .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
                     a.st_ino = n.ino();
-                    return Ok(a);
+                    return Ok((a, self.attr_ttl(&n)));
                 }
             }
-            self.ov.getattr(&n).map_err(errno)
+            Ok((self.ov.getattr(&n).map_err(errno)?, self.attr_ttl(&n)))
         });
         match r {
-            Ok(a) => reply.attr(&self.ttl, &attr::to_fuse(&a)),
+            Ok((a, ttl)) => reply.attr(&ttl, &attr::to_fuse(&a)),
             Err(e) => reply.error(e),
         }
     }
@@ -249,7 +267,7 @@ impl fuser::Filesystem for LayerFs {
                 _ => None,
             };
             match inner.ov.setattr(&node, &sa, fd) {
-                Ok(a) => reply.attr(&inner.ttl, &attr::to_fuse(&a)),
+                Ok(a) => reply.attr(&inner.attr_ttl(&node), &attr::to_fuse(&a)),
                 Err(e) => reply.error(errno(e)),
             }
         });
