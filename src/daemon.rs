@@ -143,11 +143,15 @@ fn serve(
     if let Some(mut s) = status {
         let _ = s.write_all(b"ok");
         drop(s);
-        let _ = sys::detach_stdio();
+        let _ = sys::detach_stdio(Some(&log_file(mnt)));
     }
     let r = session.run();
     if let Some(p) = pidfile {
         let _ = std::fs::remove_file(p);
+    }
+    let log = log_file(mnt);
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(log);
     }
     r.map_err(|e| Error::io("serve", mnt, e))
 }
@@ -230,6 +234,11 @@ fn pid_file(mnt: &Path) -> PathBuf {
     use sha2::Digest;
     let h = sha2::Sha256::digest(mnt.as_os_str().as_encoded_bytes());
     run_dir().join(format!("{}.pid", hex::encode(&h[..16])))
+}
+
+/// Where a background daemon's warnings and errors go (`RUST_LOG` sets the level).
+pub fn log_file(mnt: &Path) -> PathBuf {
+    pid_file(mnt).with_extension("log")
 }
 
 fn record_pid(mnt: &Path) -> Option<PathBuf> {

@@ -202,13 +202,20 @@ pub fn wait_pid_exit(pid: i32, timeout_ms: i32) -> Result<bool, Errno> {
     Ok(n > 0)
 }
 
-/// Redirects stdin, stdout and stderr to /dev/null (a daemon's last step before serving).
-pub fn detach_stdio() -> Result<(), Errno> {
+/// Points stdin and stdout at /dev/null and stderr at `log` (appended, mode 0600), or at
+/// /dev/null too without one: a daemon's last step before serving, so that it holds no pipe
+/// of the process that started it (podman reads the mount program's stderr to its end).
+pub fn detach_stdio(log: Option<&std::path::Path>) -> Result<(), Errno> {
     let null = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
-    for target in 0..3 {
+    let log_fd = log.and_then(|p| {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::CLOEXEC;
+        rustix::fs::open(p, flags, Mode::from_raw_mode(0o600)).ok()
+    });
+    let err = log_fd.as_ref().unwrap_or(&null);
+    for (from, target) in [(&null, 0), (&null, 1), (err, 2)] {
         // SAFETY: fds 0..2 are the standard streams of this process; dup2 over them replaces
         // them atomically and we never hold Rust objects that own those numbers.
-        let rc = unsafe { libc::dup2(null.as_fd().as_raw_fd(), target) };
+        let rc = unsafe { libc::dup2(from.as_fd().as_raw_fd(), target) };
         if rc < 0 {
             return Err(Errno::from_raw_os_error(
                 std::io::Error::last_os_error()
