@@ -191,8 +191,9 @@ fn ok() -> R {
     Ok(String::new())
 }
 
-/// The comparable part of a stat result.
-pub fn fmt_md(md: &std::fs::Metadata) -> String {
+/// The comparable part of a stat result; `hole` says whether a regular file has a hole
+/// (SEEK_HOLE before its end), see `tree::has_hole`.
+pub fn fmt_md(md: &std::fs::Metadata, hole: Option<bool>) -> String {
     let ft = md.file_type();
     let mut s = format!(
         "{} {:04o} {}:{}",
@@ -214,8 +215,8 @@ pub fn fmt_md(md: &std::fs::Metadata) -> String {
     if !ft.is_symlink() {
         s += &format!(" mtime={}", mtime_class(md.mtime()));
     }
-    if ft.is_file() && md.size() > 0 {
-        s += &format!(" sparse={}", md.blocks() * 512 < md.size());
+    if let (true, Some(h)) = (ft.is_file() && md.size() > 0, hole) {
+        s += &format!(" sparse={h}");
     }
     s
 }
@@ -298,10 +299,10 @@ impl Ctx {
     fn run(&mut self, op: &Op) -> R {
         match op {
             Op::Stat(p) => std::fs::metadata(self.p(p))
-                .map(|m| fmt_md(&m))
+                .map(|m| fmt_md(&m, super::tree::has_hole_at(&self.p(p), &m)))
                 .map_err(io_err),
             Op::Lstat(p) => std::fs::symlink_metadata(self.p(p))
-                .map(|m| fmt_md(&m))
+                .map(|m| fmt_md(&m, super::tree::has_hole_at(&self.p(p), &m)))
                 .map_err(io_err),
             Op::Read(p) => std::fs::read(self.p(p))
                 .map(|d| summarize(&d))
@@ -450,8 +451,9 @@ impl Ctx {
                 let fd = open(&self.p(p), libc::O_WRONLY, 0)?;
                 rustix::fs::fallocate(&fd, FallocateFlags::from_bits_retain(*mode), *off, *len)
                     .map_err(errno_name)?;
+                let hole = super::tree::has_hole(&fd);
                 let md = std::fs::File::from(fd).metadata().map_err(io_err)?;
-                Ok(fmt_md(&md))
+                Ok(fmt_md(&md, Some(hole)))
             }
             Op::Seek(p, whence, off) => {
                 let fd = open(&self.p(p), libc::O_RDONLY, 0)?;
@@ -510,8 +512,9 @@ impl Ctx {
             }
             Op::FdStat(slot) => {
                 let fd = self.fd(*slot)?.try_clone().map_err(io_err)?;
+                let hole = super::tree::has_hole(&fd);
                 let md = std::fs::File::from(fd).metadata().map_err(io_err)?;
-                Ok(fmt_md(&md))
+                Ok(fmt_md(&md, Some(hole)))
             }
             Op::FdClose(slot) => self
                 .fds

@@ -110,6 +110,32 @@ pub fn list_xattrs(path: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// Does the file have a hole before its end? Asked with SEEK_HOLE, not from the block count,
+/// which also counts blocks a filesystem allocates for xattrs (kernel overlayfs's private
+/// xattrs can push an upper file's xattrs out of the inode).
+pub fn has_hole(fd: &impl std::os::fd::AsFd) -> bool {
+    let size = rustix::fs::fstat(fd).map_or(0, |s| s.st_size as u64);
+    rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(0)).is_ok_and(|h| h < size)
+}
+
+/// `has_hole` of the regular file at `path` (opened read-only, never following a symlink);
+/// `None` for anything else or when it can't be opened.
+pub fn has_hole_at(path: &Path, md: &std::fs::Metadata) -> Option<bool> {
+    if !md.file_type().is_file() {
+        return None;
+    }
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::NONBLOCK
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    Some(has_hole(&fd))
+}
+
 /// Snapshot of every entry under `root` (root itself is ""), not following symlinks.
 pub fn snapshot(root: &Path, view: View) -> Tree {
     let mut tree = Tree::new();
@@ -160,9 +186,8 @@ pub fn snapshot(root: &Path, view: View) -> Tree {
                     Ok(data) => node.insert("content", summarize(&data)),
                     Err(e) => node.insert("content", format!("<read error: {e}>")),
                 };
-                if md.size() > 0 {
-                    let sparse = md.blocks() * 512 < md.size();
-                    node.insert("sparse", sparse.to_string());
+                if let (true, Some(hole)) = (md.size() > 0, has_hole_at(&path, &md)) {
+                    node.insert("sparse", hole.to_string());
                 }
             }
             "symlink" => {

@@ -180,13 +180,13 @@ impl Overlay {
     }
 
     pub fn layer_fd(&self, w: Which) -> Result<BorrowedFd<'_>> {
+        Ok(self.layer(w)?.fd())
+    }
+
+    pub(super) fn layer(&self, w: Which) -> Result<&Layer> {
         match w {
-            Which::Upper => Ok(self.writable()?.upper.fd()),
-            Which::Lower(i) => self
-                .lowers
-                .get(usize::from(i.0))
-                .map(Layer::fd)
-                .ok_or(Error::Sys(Errno::STALE)),
+            Which::Upper => Ok(&self.writable()?.upper),
+            Which::Lower(i) => self.lower(i),
         }
     }
 

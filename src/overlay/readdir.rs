@@ -142,8 +142,8 @@ impl Overlay {
     }
 
     pub(super) fn read_layer_dir(&self, w: Which, path: &CStr) -> Result<Vec<RawEntry>> {
-        let lfd = self.layer_fd(w)?;
-        let dev = sys::lstat_at(lfd, c".")?.st_dev;
+        let layer = self.layer(w)?;
+        let (lfd, dev) = (layer.fd(), layer.dev);
         let fd = match sys::open_at(lfd, path, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
             Ok(fd) => fd,
             Err(Errno::NOENT | Errno::NOTDIR) => return Ok(Vec::new()),
