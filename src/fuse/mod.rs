@@ -60,6 +60,14 @@ pub struct Inner {
     iomodes: Mutex<HashMap<NodeId, IoMode>>,
 }
 
+/// Answers an empty reply with the outcome.
+fn done(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn errno(e: crate::Error) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -333,23 +341,19 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
-            .node(parent)
-            .and_then(|p| self.ov.unlink(&p, name).map_err(errno))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(
+            reply,
+            self.node(parent)
+                .and_then(|p| self.ov.unlink(&p, name).map_err(errno)),
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
-            .node(parent)
-            .and_then(|p| self.ov.rmdir(&p, name).map_err(errno))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(
+            reply,
+            self.node(parent)
+                .and_then(|p| self.ov.rmdir(&p, name).map_err(errno)),
+        )
     }
 
     fn symlink(
@@ -390,10 +394,7 @@ impl fuser::Filesystem for LayerFs {
             let np = self.node(newparent)?;
             self.ov.rename(&p, name, &np, newname, flags).map_err(errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, r)
     }
 
     fn link(
@@ -509,10 +510,7 @@ impl fuser::Filesystem for LayerFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.sync_file(fh, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, self.sync_file(fh, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -574,13 +572,11 @@ impl fuser::Filesystem for LayerFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self
-            .node(ino)
-            .and_then(|n| self.ov.fsync_dir(&n).map_err(errno))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(
+            reply,
+            self.node(ino)
+                .and_then(|n| self.ov.fsync_dir(&n).map_err(errno)),
+        )
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -613,10 +609,7 @@ impl fuser::Filesystem for LayerFs {
             let name = Overlay::xattr_name(name).map_err(errno)?;
             self.ov.setxattr(&n, &name, value, flags).map_err(errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, r)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -639,10 +632,7 @@ impl fuser::Filesystem for LayerFs {
             let name = Overlay::xattr_name(name).map_err(errno)?;
             self.ov.removexattr(&n, &name).map_err(errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, r)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -701,10 +691,7 @@ impl fuser::Filesystem for LayerFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.allocate(fh, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        done(reply, self.allocate(fh, offset, length, mode))
     }
 
     fn lseek(
