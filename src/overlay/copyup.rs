@@ -71,6 +71,7 @@ impl Overlay {
         let upper = self.layer_fd(Which::Upper)?;
         // A copy-up is no change to the parent as the user sees it: keep its times (overlayfs
         // does the same), although the rename into it updates them.
+        let _dir = link.parent.dir_lock.lock();
         let parent_before = sys::lstat_at(upper, &parent_path)?;
         if let Err(e) = sys::rename(work, &tmp, upper, &dest, RenameFlags::NOREPLACE) {
             remove_any(work, &tmp);

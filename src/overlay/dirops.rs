@@ -59,6 +59,7 @@ impl Overlay {
             return Err(Error::Sys(Errno::PERM));
         }
         self.copy_up(parent, Data::Full)?;
+        let _dir = parent.dir_lock.lock();
         let ppath = parent.path()?;
         let rel = sys::join(&ppath, name);
         let upper = self.layer_fd(Which::Upper)?;
@@ -132,6 +133,7 @@ impl Overlay {
         let cname = name_ok(newname)?;
         self.copy_up(node, Data::Full)?;
         self.copy_up(newparent, Data::Full)?;
+        let _dir = newparent.dir_lock.lock();
         let src = node.path()?;
         let ppath = newparent.path()?;
         let rel = sys::join(&ppath, newname);
@@ -188,6 +190,7 @@ impl Overlay {
             return Err(Error::Sys(Errno::NOTEMPTY));
         }
         self.copy_up(parent, Data::Full)?;
+        let _dir = parent.dir_lock.lock();
         let ppath = parent.path()?;
         let rel = sys::join(&ppath, name);
         let needs_wh = self.lower_positive(parent, &ppath, name)?;

@@ -17,6 +17,10 @@
 //! 3. a node's `copyup_lock`: held across that node's copy-up (bulk I/O), so concurrent first
 //!    writes do one copy-up while every other node stays available. Taken child-last: a
 //!    copy-up takes its ancestors' copy-up locks one at a time, parents first, never two at once.
+//! 4. a directory's `dir_lock`: held while its upper copy gains or loses an entry (our
+//!    directory operations, and the publishing rename of a child's copy-up with the restore of
+//!    the directory's times). Taken after every copy-up the operation needs, so nothing waits
+//!    for a copy-up lock while holding it; rename takes both directories' locks in id order.
 //!
 //! Directory operations on one directory are serialised by the kernel (i_rwsem), so a name's
 //! state can't change between our lookup of it and the operation on it.

@@ -73,6 +73,12 @@ pub struct Node {
     state: RwLock<NodeState>,
     /// Serialises copy-up of this node; the loser of a race finds `upper` set and succeeds.
     pub copyup_lock: Mutex<()>,
+    /// Directories: held while this directory's upper copy gains or loses an entry, by our
+    /// directory operations and by a child's copy-up. The kernel serialises directory
+    /// operations on one directory, but a copy-up (from an open or setattr of the child) is
+    /// none of them: without this lock, its "keep the parent's times" step could undo a
+    /// concurrent create's mtime update.
+    pub dir_lock: Mutex<()>,
     /// Directories: the names of each merged lower layer (`None`: too many to keep).
     lower_names: Mutex<HashMap<LowerIdx, Option<Arc<LowerNames>>>>,
 }
@@ -86,6 +92,7 @@ impl Node {
             lookups: AtomicU64::new(0),
             state: RwLock::new(state),
             copyup_lock: Mutex::new(()),
+            dir_lock: Mutex::new(()),
             lower_names: Mutex::new(HashMap::new()),
         }
     }

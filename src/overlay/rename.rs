@@ -100,6 +100,14 @@ impl Overlay {
         if exchange && let Some(n) = &dst_node {
             self.copy_up(n, Data::Full)?;
         }
+        // Both directories' locks, in id order (copy-ups, which take them too, are done).
+        let (first, second) = if parent.id <= newparent.id {
+            (parent, newparent)
+        } else {
+            (newparent, parent)
+        };
+        let _dir1 = first.dir_lock.lock();
+        let _dir2 = (first.id != second.id).then(|| second.dir_lock.lock());
         let (pst, ppath) = (parent.state(), parent.path()?);
         let (npst, nppath) = (newparent.state(), newparent.path()?);
         let old_rel = sys::join(&ppath, name);
