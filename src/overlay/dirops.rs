@@ -49,7 +49,7 @@ impl Overlay {
         mode: u32,
         caller: Caller,
     ) -> Result<(Entry, Option<OwnedFd>)> {
-        let cname = name_ok(name)?;
+        name_ok(name)?;
         if let NewKind::Node {
             kind: FileType::CharacterDevice,
             rdev: 0,
@@ -75,7 +75,7 @@ impl Overlay {
                     if matches!(what, NewKind::Dir) {
                         sys::lsetxattr(work, &tmp, self.opaque_xattr(), b"y", 0)?;
                     }
-                    self.swap_over_whiteout(&tmp, &ppath, &cname, name)?;
+                    self.swap_over_whiteout(&tmp, &ppath, name)?;
                     Ok(fd)
                 });
                 if built.is_err() {
@@ -90,13 +90,7 @@ impl Overlay {
 
     /// Swaps the staged `work/tmp` with the whiteout at `ppath/name` in upper and drops the
     /// whiteout. A `.wh.NAME` marker beside it (another tool's whiteout) is removed as well.
-    fn swap_over_whiteout(
-        &self,
-        tmp: &CStr,
-        ppath: &CStr,
-        _cname: &CStr,
-        name: &OsStr,
-    ) -> Result<()> {
+    fn swap_over_whiteout(&self, tmp: &CStr, ppath: &CStr, name: &OsStr) -> Result<()> {
         let work = self.writable()?.work.fd();
         let upper = self.layer_fd(Which::Upper)?;
         let rel = sys::join(ppath, name);
@@ -130,7 +124,7 @@ impl Overlay {
         if node.is_dir() {
             return Err(Error::Sys(Errno::PERM));
         }
-        let cname = name_ok(newname)?;
+        name_ok(newname)?;
         self.copy_up(node, Data::Full)?;
         self.copy_up(newparent, Data::Full)?;
         let _dir = newparent.dir_lock.lock();
@@ -145,7 +139,7 @@ impl Overlay {
                 let work = self.writable()?.work.fd();
                 let tmp = self.tmp_name();
                 rustix::fs::linkat(upper, &src, work, &tmp, AtFlags::empty())?;
-                if let Err(e) = self.swap_over_whiteout(&tmp, &ppath, &cname, newname) {
+                if let Err(e) = self.swap_over_whiteout(&tmp, &ppath, newname) {
                     remove_any(work, &tmp);
                     return Err(e);
                 }

@@ -290,12 +290,4 @@ impl NodeTable {
             }
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.map.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
