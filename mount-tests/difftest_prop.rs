@@ -54,6 +54,26 @@ fn small() -> Fixture {
     }
 }
 
+/// Runs `ops` on the small fixture with the kernel and `other`; the differences found.
+fn differences(
+    name: &'static str,
+    ops: Vec<Op>,
+    other: Impl,
+    tmp: &std::path::Path,
+) -> Vec<String> {
+    let base = tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(tmp)
+        .expect("tempdir");
+    let sc = Scenario {
+        name,
+        fixture: small,
+        ro: false,
+        ops,
+    };
+    run_scenario(&sc, other, Style::Overlay, base.path())
+}
+
 fn name() -> impl Strategy<Value = &'static str> {
     proptest::sample::select(NAMES)
 }
@@ -106,17 +126,7 @@ fn random_operation_sequences() {
     let tmp = test_tmp();
     let mut runner = TestRunner::new(config);
     let result = runner.run(&vec(op(), 1..30), |ops| {
-        let base = tempfile::Builder::new()
-            .prefix("prop")
-            .tempdir_in(&tmp)
-            .expect("tempdir");
-        let sc = Scenario {
-            name: "prop",
-            fixture: small,
-            ro: false,
-            ops: ops.clone(),
-        };
-        let report = run_scenario(&sc, other, Style::Overlay, base.path());
+        let report = differences("prop", ops.clone(), other, &tmp);
         prop_assert!(
             report.is_empty(),
             "{} differences:\n   {}",
@@ -159,17 +169,7 @@ fn shrunk_regressions() {
     let tmp = test_tmp();
     let mut failures = Vec::new();
     for (name, ops) in cases {
-        let base = tempfile::Builder::new()
-            .prefix(name)
-            .tempdir_in(&tmp)
-            .expect("tempdir");
-        let sc = Scenario {
-            name,
-            fixture: small,
-            ro: false,
-            ops,
-        };
-        let report = run_scenario(&sc, other, Style::Overlay, base.path());
+        let report = differences(name, ops, other, &tmp);
         if !report.is_empty() {
             failures.push(format!("{name}:\n   {}", report.join("\n   ")));
         }

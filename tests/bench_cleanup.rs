@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use layerfs::bench::config::{Config, Fault, WorkloadId};
 use layerfs::bench::impls::Implementation;
+use layerfs::bench::report::Report;
 use layerfs::bench::{self, mounts};
 
 fn root() -> bool {
@@ -69,6 +70,22 @@ fn parent() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Runs `workloads` on overlay and raw with `fault` injected, in a fresh scratch dir, and
+/// checks that nothing is left mounted or on disk afterwards.
+fn run_with_fault(workloads: Vec<WorkloadId>, fault: Fault) -> Report {
+    let d = parent();
+    let dir = d.path().canonicalize().unwrap();
+    let cfg = Config {
+        workloads,
+        fault: Some(fault),
+        ..tiny(&dir)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let report = bench::run(&cfg, &impls(&[]), stop, false, true).unwrap();
+    assert_clean(&dir);
+    report
+}
+
 #[test]
 fn tiny_run_measures_everything_and_cleans_up() {
     if !root() {
@@ -123,22 +140,10 @@ fn injected_failure_is_reported_and_cleaned_up() {
     if !root() {
         return;
     }
-    let d = parent();
-    let dir = d.path().canonicalize().unwrap();
-    let cfg = Config {
-        workloads: vec![WorkloadId::Lookup, WorkloadId::RmRf],
-        fault: Some(Fault::FailAfterMount(WorkloadId::Lookup)),
-        ..tiny(&dir)
-    };
-    let report = bench::run(
-        &cfg,
-        &impls(&[]),
-        Arc::new(AtomicBool::new(false)),
-        false,
-        true,
-    )
-    .unwrap();
-    assert_clean(&dir);
+    let report = run_with_fault(
+        vec![WorkloadId::Lookup, WorkloadId::RmRf],
+        Fault::FailAfterMount(WorkloadId::Lookup),
+    );
     let failed: Vec<(&str, &str)> = report
         .failures
         .iter()
@@ -166,22 +171,10 @@ fn stop_while_mounted_ends_the_run_and_cleans_up() {
     if !root() {
         return;
     }
-    let d = parent();
-    let dir = d.path().canonicalize().unwrap();
-    let cfg = Config {
-        workloads: vec![WorkloadId::CopyUp, WorkloadId::Lookup],
-        fault: Some(Fault::StopAfterMount(WorkloadId::CopyUp)),
-        ..tiny(&dir)
-    };
-    let report = bench::run(
-        &cfg,
-        &impls(&[]),
-        Arc::new(AtomicBool::new(false)),
-        false,
-        true,
-    )
-    .unwrap();
-    assert_clean(&dir);
+    let report = run_with_fault(
+        vec![WorkloadId::CopyUp, WorkloadId::Lookup],
+        Fault::StopAfterMount(WorkloadId::CopyUp),
+    );
     assert!(bench::was_interrupted(&report));
     assert!(report.samples.iter().all(|s| s.workload != "lookup"));
 }

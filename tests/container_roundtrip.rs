@@ -69,15 +69,21 @@ fn make_changes(m: &Path) {
     std::fs::set_permissions(m.join("bin/tool"), std::fs::Permissions::from_mode(0o4755)).unwrap();
 }
 
+/// A container of app:1 (BASE + TOP), mounted at `mnt`, with `make_changes` applied.
+fn changed_container(env: &Env) -> (String, MountGuard) {
+    load_image(env, "app:1", &[BASE, TOP]);
+    let (cid, g) = env.mount("app:1", "mnt", &[]);
+    make_changes(&g.path);
+    (cid, g)
+}
+
 #[test]
 fn commit_save_load_round_trip_and_real_clients() {
     if cannot_mount() {
         return;
     }
     let env = Env::new();
-    load_image(&env, "app:1", &[BASE, TOP]);
-    let (cid, g) = env.mount("app:1", "mnt", &[]);
-    make_changes(&g.path);
+    let (cid, g) = changed_container(&env);
     let merged = tree(&g.path);
     assert!(merged.contains_key("opt/b") && merged["opt/a"].contains("user.note"));
     assert!(merged["opt/bin-xattr"].contains("user.bin"));
@@ -162,9 +168,7 @@ fn umoci_unpacks_the_same_tree() {
         return;
     }
     let env = Env::new();
-    load_image(&env, "app:1", &[BASE, TOP]);
-    let (cid, g) = env.mount("app:1", "mnt", &[]);
-    make_changes(&g.path);
+    let (cid, g) = changed_container(&env);
     drop(g);
     // Debian's umoci 0.4.7 reads gzip layers, not zstd.
     env.ok(&["commit", "-q", "--compression", "gzip", &cid, "app:3"]);
@@ -202,9 +206,7 @@ fn export_is_the_merged_tree() {
         return;
     }
     let env = Env::new();
-    load_image(&env, "app:1", &[BASE, TOP]);
-    let (cid, g) = env.mount("app:1", "mnt", &[]);
-    make_changes(&g.path);
+    let (cid, g) = changed_container(&env);
     let merged = tree(&g.path);
     // Export works mounted or not, from the layers.
     let tar = env.path("rootfs.tar");

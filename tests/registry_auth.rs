@@ -132,13 +132,7 @@ fn basic_auth_login_pull_push_logout() {
 fn bearer_tokens_are_scoped_per_repository() {
     let reg = Registry::start();
     let img = small_image("bearer");
-    let layout = tempfile::tempdir().unwrap();
-    write_layout(layout.path(), &[(&img, "v1")]);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.path().display()),
-        &format!("docker://{}/team/app:v1", reg.addr()),
-        &[],
-    );
+    publish(&reg.addr(), &img, "team/app:v1");
     let proxy = Proxy::start(
         reg.port,
         ProxyOpts {
@@ -226,13 +220,7 @@ fn bearer_tokens_are_scoped_per_repository() {
 fn credentials_never_follow_a_redirect_to_another_host() {
     let reg = Registry::start();
     let img = small_image("redirect");
-    let layout = tempfile::tempdir().unwrap();
-    write_layout(layout.path(), &[(&img, "v1")]);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.path().display()),
-        &format!("docker://{}/cdn/app:v1", reg.addr()),
-        &[],
-    );
+    publish(&reg.addr(), &img, "cdn/app:v1");
     let proxy = Proxy::start(
         reg.port,
         ProxyOpts {

@@ -328,13 +328,7 @@ fn an_interrupted_pull_resumes() {
         &host_arch(),
         "big",
     );
-    let layout = tempfile::tempdir().unwrap();
-    write_layout(layout.path(), &[(&img, "v1")]);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.path().display()),
-        &format!("docker://{}/big/app:v1", reg.addr()),
-        &[],
-    );
+    publish(&reg.addr(), &img, "big/app:v1");
     let proxy = Proxy::start(
         reg.port,
         ProxyOpts {
@@ -451,13 +445,7 @@ fn a_layer_stored_from_another_blob_is_not_downloaded() {
 fn a_manifest_served_as_another_type_is_refused() {
     let reg = Registry::start();
     let img = three_layer_image(&host_arch());
-    let layout = tempfile::tempdir().unwrap();
-    write_layout(layout.path(), &[(&img, "v1")]);
-    skopeo_copy(
-        &format!("oci:{}:v1", layout.path().display()),
-        &format!("docker://{}/typed/app:v1", reg.addr()),
-        &[],
-    );
+    publish(&reg.addr(), &img, "typed/app:v1");
     let proxy = Proxy::start(
         reg.port,
         ProxyOpts {

@@ -365,6 +365,17 @@ pub fn write_multiarch_layout(dir: &Path, tag: &str, images: &[(&Image, &str)]) 
 }
 
 /// `skopeo copy` with TLS verification off for the local registry.
+/// Puts `img` into the registry at `addr` as `repo:tag` (`dest`), with skopeo from an OCI layout.
+pub fn publish(addr: &str, img: &Image, dest: &str) {
+    let layout = tempfile::tempdir().unwrap();
+    write_layout(layout.path(), &[(img, "v1")]);
+    skopeo_copy(
+        &format!("oci:{}:v1", layout.path().display()),
+        &format!("docker://{addr}/{dest}"),
+        &[],
+    );
+}
+
 pub fn skopeo_copy(src: &str, dest: &str, extra: &[&str]) {
     let out = Command::new("skopeo")
         .args([
