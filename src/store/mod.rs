@@ -65,6 +65,7 @@ impl Store {
     /// Opens (creating) the store at `root`. Sweeps `tmp/` when no other process has the store
     /// open, since a staging directory only outlives its process after a crash.
     pub fn open(root: &Path, mode: LockMode) -> Result<Store> {
+        make_private(root)?;
         for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
@@ -363,4 +364,22 @@ fn list_hex(dir: &Path, suffix: &str) -> Result<Vec<Digest>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Makes the store root private to its owner (0700), like Docker's /var/lib/docker: its layers
+/// hold setuid-root programs and device nodes that nobody else may reach by path. A store made
+/// by an older layerfs (0755) is fixed on open, and the user is told.
+fn make_private(root: &Path) -> Result<()> {
+    match crate::sys::private::ensure_private_dir(root, crate::sys::private::Last::Follow) {
+        Ok((_, crate::sys::private::Tightened::No)) => Ok(()),
+        Ok((_, crate::sys::private::Tightened::From(m))) => {
+            eprintln!(
+                "layerfs: store {} was mode {m:o}; made it private (0700): its layers hold \
+                 setuid programs and device nodes",
+                root.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(Error::Usage(format!("store {}: {e}", root.display()))),
+    }
 }
