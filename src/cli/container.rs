@@ -8,8 +8,10 @@ use serde_json::json;
 
 use super::output::{emit, human_ago, table, to_json};
 use crate::container::commit::{CommitOptions, commit};
-use crate::container::mount::{lowerdirs, mounts_of, shown_image_name, unmount_container};
-use crate::container::record::{ContainerRecord, Containers, upper_size};
+use crate::container::mount::{
+    Status, lowerdirs, mounts_of, shown_image_name, statuses, unmount_container,
+};
+use crate::container::record::{ContainerRecord, Containers, sizes};
 use crate::container::{changes, diff, export};
 use crate::human::human_size;
 use crate::image::compress::Compression;
@@ -152,15 +154,7 @@ fn create(store: &Store, a: &CreateArgs, out: &mut dyn Write) -> Result<()> {
 
 fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
     let cs = Containers::new(store);
-    let mut rows = Vec::new();
-    for rec in cs.list()?.into_iter().rev() {
-        let mounts = mounts_of(&rec);
-        if !a.all && mounts.is_empty() {
-            continue;
-        }
-        let served = !mounts.is_empty() && cs.is_served(&rec.id)?;
-        rows.push((rec, mounts, served));
-    }
+    let rows = statuses(&cs, a.all)?;
     let id_of = |r: &ContainerRecord| {
         if a.no_trunc {
             r.id.to_string()
@@ -169,26 +163,20 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
         }
     };
     if a.quiet {
-        let s: String = rows.iter().map(|(r, ..)| id_of(r) + "\n").collect();
+        let s: String = rows.iter().map(|st| id_of(&st.rec) + "\n").collect();
         return emit(out, &s);
     }
-    let sizes: Vec<(u64, u64)> = rows
-        .iter()
-        .map(|(r, ..)| {
-            let rw = upper_size(&cs.upper(&r.id));
-            let virt = store.image(&r.image).map_or(0, |i| i.size) + rw;
-            (rw, virt)
-        })
-        .collect();
+    let sizes: Vec<(u64, u64)> = rows.iter().map(|st| sizes(store, &cs, &st.rec)).collect();
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .zip(&sizes)
-            .map(|((r, m, served), (rw, virt))| {
+            .map(|(st, (rw, virt))| {
+                let r = &st.rec;
                 json!({
                     "Id": r.id.to_string(), "Name": r.name, "Image": r.image_name,
                     "ImageID": r.image.to_string(),
-                    "Mountpoint": m.first(), "Stale": !m.is_empty() && !served,
+                    "Mountpoint": st.mountpoint, "Stale": st.stale,
                     "SizeRw": rw, "SizeRootFs": virt, "Created": r.created,
                 })
             })
@@ -198,38 +186,33 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
     let lines: Vec<Vec<String>> = rows
         .iter()
         .zip(&sizes)
-        .map(|((r, m, served), (rw, virt))| {
+        .map(|(st, (rw, virt))| {
             vec![
-                id_of(r),
-                r.image_name.clone(),
-                r.name.clone(),
-                shown_mountpoint(m, *served),
+                id_of(&st.rec),
+                st.rec.image_name.clone(),
+                st.rec.name.clone(),
+                shown_mountpoint(st),
                 format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
-                human_ago(Some(&r.created)),
+                human_ago(Some(&st.rec.created)),
             ]
         })
         .collect();
-    emit(
-        out,
-        &table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "NAME",
-                "MOUNTPOINT",
-                "SIZE",
-                "CREATED",
-            ],
-            &lines,
-        ),
-    )
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "NAME",
+        "MOUNTPOINT",
+        "SIZE",
+        "CREATED",
+    ];
+    emit(out, &table(&header, &lines))
 }
 
-fn shown_mountpoint(mounts: &[PathBuf], served: bool) -> String {
-    match mounts.first() {
+fn shown_mountpoint(st: &Status) -> String {
+    match &st.mountpoint {
         None => "-".to_string(),
-        Some(p) if served => p.display().to_string(),
-        Some(p) => format!("{} (stale)", p.display()),
+        Some(p) if st.stale => format!("{} (stale)", p.display()),
+        Some(p) => p.display().to_string(),
     }
 }
 

@@ -69,45 +69,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Shell-style glob with `*` and `?`, neither matching `/` (docker's reference filter uses
-/// path matching).
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && ((p[pi] == '?' && t[ti] != '/') || p[pi] == t[ti]) && p[pi] != '*' {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(sp) = star.filter(|_| t[mark] != '/') {
-            pi = sp + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob("alpine", "alpine"));
-        assert!(glob("alp*", "alpine"));
-        assert!(glob("*/app:1*", "user/app:1.2"));
-        assert!(glob("a?c", "abc"));
-        assert!(!glob("alpine", "alpine2"));
-        assert!(!glob("*x", "abc"));
-        assert!(!glob("*app", "user/app"));
-        assert!(glob("*/app", "user/app"));
-    }
 
     #[test]
     fn times() {
