@@ -9,8 +9,10 @@ use serde_json::json;
 use super::output::{emit, emit_formatted, human_ago, table, to_json};
 use super::template::default_header;
 use crate::container::commit::{CommitOptions, commit};
-use crate::container::mount::{lowerdirs, mounts_of, shown_image_name, unmount_container};
-use crate::container::record::{ContainerRecord, Containers, upper_size};
+use crate::container::mount::{
+    Status, lowerdirs, mounts_of, shown_image_name, statuses, unmount_container,
+};
+use crate::container::record::{ContainerRecord, Containers, sizes};
 use crate::container::{changes, diff, export};
 use crate::human::human_size;
 use crate::image::compress::Compression;
@@ -157,15 +159,7 @@ fn create(store: &Store, a: &CreateArgs, out: &mut dyn Write) -> Result<()> {
 
 fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
     let cs = Containers::new(store);
-    let mut rows = Vec::new();
-    for rec in cs.list()?.into_iter().rev() {
-        let mounts = mounts_of(&rec);
-        if !a.all && mounts.is_empty() {
-            continue;
-        }
-        let served = !mounts.is_empty() && cs.is_served(&rec.id)?;
-        rows.push((rec, mounts, served));
-    }
+    let rows = statuses(&cs, a.all)?;
     let id_of = |r: &ContainerRecord| {
         if a.no_trunc {
             r.id.to_string()
@@ -174,26 +168,20 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
         }
     };
     if a.quiet {
-        let s: String = rows.iter().map(|(r, ..)| id_of(r) + "\n").collect();
+        let s: String = rows.iter().map(|st| id_of(&st.rec) + "\n").collect();
         return emit(out, &s);
     }
-    let sizes: Vec<(u64, u64)> = rows
-        .iter()
-        .map(|(r, ..)| {
-            let rw = upper_size(&cs.upper(&r.id));
-            let virt = store.image(&r.image).map_or(0, |i| i.size) + rw;
-            (rw, virt)
-        })
-        .collect();
+    let sizes: Vec<(u64, u64)> = rows.iter().map(|st| sizes(store, &cs, &st.rec)).collect();
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .zip(&sizes)
-            .map(|((r, m, served), (rw, virt))| {
+            .map(|(st, (rw, virt))| {
+                let r = &st.rec;
                 json!({
                     "Id": r.id.to_string(), "Name": r.name, "Image": r.image_name,
                     "ImageID": r.image.to_string(),
-                    "Mountpoint": m.first(), "Stale": !m.is_empty() && !served,
+                    "Mountpoint": st.mountpoint, "Stale": st.stale,
                     "SizeRw": rw, "SizeRootFs": virt, "Created": r.created,
                 })
             })
@@ -204,14 +192,20 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .zip(&sizes)
-            .map(|((r, m, served), (rw, virt))| {
+            .map(|(st, (rw, virt))| {
+                let r = &st.rec;
+                let state = match (&st.mountpoint, st.stale) {
+                    (None, _) => "unmounted",
+                    (Some(_), false) => "mounted",
+                    (Some(_), true) => "stale",
+                };
                 json!({
                     "ID": id_of(r), "Image": r.image_name,
                     "ImageID": r.image.to_string(), "Names": r.name,
-                    "Mountpoint": shown_mountpoint(m, *served),
+                    "Mountpoint": shown_mountpoint(st),
                     "Size": format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
                     "CreatedSince": human_ago(Some(&r.created)), "CreatedAt": r.created,
-                    "State": if m.is_empty() { "unmounted" } else if *served { "mounted" } else { "stale" },
+                    "State": state,
                 })
             })
             .collect();
@@ -226,31 +220,26 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
     let lines: Vec<Vec<String>> = rows
         .iter()
         .zip(&sizes)
-        .map(|((r, m, served), (rw, virt))| {
+        .map(|(st, (rw, virt))| {
             vec![
-                id_of(r),
-                r.image_name.clone(),
-                r.name.clone(),
-                shown_mountpoint(m, *served),
+                id_of(&st.rec),
+                st.rec.image_name.clone(),
+                st.rec.name.clone(),
+                shown_mountpoint(st),
                 format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
-                human_ago(Some(&r.created)),
+                human_ago(Some(&st.rec.created)),
             ]
         })
         .collect();
-    emit(
-        out,
-        &table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "NAME",
-                "MOUNTPOINT",
-                "SIZE",
-                "CREATED",
-            ],
-            &lines,
-        ),
-    )
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "NAME",
+        "MOUNTPOINT",
+        "SIZE",
+        "CREATED",
+    ];
+    emit(out, &table(&header, &lines))
 }
 
 /// A container as `inspect` shows it: docker's field names where docker has one.
@@ -259,7 +248,7 @@ pub fn container_json(store: &Store, rec: &ContainerRecord) -> serde_json::Value
     let mounts = mounts_of(rec);
     let served = !mounts.is_empty() && cs.is_served(&rec.id).unwrap_or(false);
     let upper = cs.upper(&rec.id);
-    let rw = upper_size(&upper);
+    let (rw, virt) = sizes(store, &cs, rec);
     let lowers: Vec<String> = lowerdirs(store, rec)
         .iter()
         .map(|p| p.display().to_string())
@@ -277,7 +266,7 @@ pub fn container_json(store: &Store, rec: &ContainerRecord) -> serde_json::Value
         },
         "Layers": rec.layers,
         "SizeRw": rw,
-        "SizeRootFs": store.image(&rec.image).map_or(0, |i| i.size) + rw,
+        "SizeRootFs": virt,
         "GraphDriver": {
             "Name": "layerfs",
             "Data": {
@@ -290,11 +279,11 @@ pub fn container_json(store: &Store, rec: &ContainerRecord) -> serde_json::Value
     })
 }
 
-fn shown_mountpoint(mounts: &[PathBuf], served: bool) -> String {
-    match mounts.first() {
+fn shown_mountpoint(st: &Status) -> String {
+    match &st.mountpoint {
         None => "-".to_string(),
-        Some(p) if served => p.display().to_string(),
-        Some(p) => format!("{} (stale)", p.display()),
+        Some(p) if st.stale => format!("{} (stale)", p.display()),
+        Some(p) => p.display().to_string(),
     }
 }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::Result;
 use crate::store::Store;
+use crate::{Error, Result};
 
 pub mod bench;
 pub mod container;
@@ -111,6 +111,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Registry(cmd) => registry::run(&root, cmd),
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
+    }
+}
+
+/// The exit status for a failed command, as README documents it: 1 the request was refused
+/// (a check on what was asked failed), 3 bad input data, 4 a registry failed or refused, 5 a
+/// system call or I/O failed, 130 interrupted. (2 is clap's: the command line did not parse.)
+/// Exhaustive on purpose: a new variant must decide.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Sys(rustix::io::Errno::INTR) => 130,
+        Error::Usage(_) => 1,
+        Error::Format(_) | Error::DigestMismatch { .. } => 3,
+        Error::Registry(_) | Error::Auth(_) => 4,
+        Error::Sys(_) | Error::Io { .. } => 5,
     }
 }
 
