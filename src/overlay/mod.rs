@@ -39,6 +39,7 @@ pub mod fileops;
 pub mod layer;
 pub mod lookup;
 pub mod node;
+pub mod place;
 pub mod readdir;
 pub mod rename;
 pub mod whiteout;
@@ -103,6 +104,9 @@ impl Overlay {
                 "no lowerdir given: use -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR]".into(),
             ));
         }
+        // Every directory looked up keeps an fd (place.rs): cache up to half the fd limit.
+        let limit = sys::nofollow::raise_nofile_limit();
+        node::set_fd_budget(usize::try_from(limit / 2).unwrap_or(usize::MAX));
         let lowers = cfg
             .lowers
             .iter()
@@ -229,10 +233,9 @@ impl Overlay {
     }
 
     /// Stat of the node's visible copy, as the mount shows it.
-    pub fn getattr(&self, node: &Node) -> Result<Attr> {
+    pub fn getattr(&self, node: &Arc<Node>) -> Result<Attr> {
         let st = node.state();
-        let path = node.path()?;
-        let mut a = sys::lstat_at(self.layer_fd(Self::top_of(&st)?)?, &path)?;
+        let mut a = self.stat_in(node, Self::top_of(&st)?)?;
         self.fix_attr(node, &st, &mut a);
         Ok(a)
     }
@@ -322,10 +325,39 @@ pub struct Entry {
     pub attr: Attr,
 }
 
-pub(crate) fn name_ok(name: &OsStr) -> Result<CString> {
-    if whiteout::is_wh_name(name) {
-        // `.wh.` names are whiteouts in other tools' layers: never shown, never created.
+/// The longest name a layer filesystem takes (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// A name as the kernel hands it over, checked: one component (not empty, `.` or `..`, no
+/// `/`, no NUL) of at most NAME_MAX bytes. The kernel never sends anything else; the check
+/// keeps every caller of the overlay to one-component names, which `place.rs` relies on.
+pub fn component(name: &OsStr) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
         return Err(Error::Sys(Errno::INVAL));
     }
+    if b.len() > NAME_MAX {
+        return Err(Error::Sys(Errno::NAMETOOLONG));
+    }
     Ok(sys::cstr(name)?)
+}
+
+/// A name to create: a `component` that is not a `.wh.` name (whiteouts in other tools'
+/// layers: never shown, never created).
+pub(crate) fn name_ok(name: &OsStr) -> Result<CString> {
+    let c = component(name)?;
+    if whiteout::is_wh_name(name) {
+        return Err(Error::Sys(Errno::INVAL));
+    }
+    Ok(c)
+}
+
+/// A name to remove or rename away: a `component`; `.wh.` names never exist (ENOENT).
+pub(crate) fn existing_name(name: &OsStr) -> Result<CString> {
+    let c = component(name)?;
+    if whiteout::is_wh_name(name) {
+        return Err(Error::Sys(Errno::NOENT));
+    }
+    Ok(c)
 }
