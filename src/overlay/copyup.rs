@@ -77,7 +77,8 @@ impl Overlay {
         let parent_before = rustix::fs::fstat(upper.as_fd())?;
         if let Err(e) = sys::rename(work, &tmp, upper.as_fd(), &name, RenameFlags::NOREPLACE) {
             remove_any(work, &tmp);
-            return Err(e.into());
+            // Something was put at the name behind the mount's back: a changed layer.
+            return Err(Error::Sys(if e == Errno::EXIST { Errno::STALE } else { e }));
         }
         nofollow::utimens_fd(upper.as_fd(), &times_of(&parent_before))?;
         if let Some(fd) = built.dir {

@@ -139,13 +139,23 @@ impl Overlay {
         if whiteout::is_private_xattr(stored.to_bytes()) {
             return Err(Error::Sys(Errno::NODATA));
         }
-        let p = self.place(node, Self::top_of(&node.state())?)?;
+        let p = self.read_place(node)?;
         nofollow::get_xattr(target(node, &p), &stored)?.ok_or(Error::Sys(Errno::NODATA))
+    }
+
+    /// Where `node`'s xattrs are read: its visible copy, checked to still be of the node's
+    /// type (a symlink swapped in for a file is ESTALE, not the symlink's xattrs).
+    fn read_place(&self, node: &Arc<Node>) -> Result<Place<'_>> {
+        let p = self.place(node, Self::top_of(&node.state())?)?;
+        if !node.is_dir() && sys::file_type(&p.lstat()?) != node.kind {
+            return Err(Error::Sys(Errno::STALE));
+        }
+        Ok(p)
     }
 
     /// Xattr names, NUL-terminated and concatenated, overlay-private ones left out.
     pub fn listxattr(&self, node: &Arc<Node>) -> Result<Vec<u8>> {
-        let p = self.place(node, Self::top_of(&node.state())?)?;
+        let p = self.read_place(node)?;
         let names = nofollow::list_xattrs(target(node, &p))?;
         let own = self.own_xattrs();
         let mut out = Vec::new();
