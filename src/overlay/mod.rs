@@ -42,6 +42,7 @@ pub mod node;
 pub mod place;
 pub mod readdir;
 pub mod rename;
+mod setup;
 pub mod whiteout;
 
 use crate::{Error, Result, sys};
@@ -80,6 +81,8 @@ struct Writable {
     upper: Layer,
     /// `workdir/work`, on the upper layer's filesystem.
     work: Layer,
+    /// The exclusive locks marking the upper and work directories in use (`setup.rs`).
+    _in_use: Vec<std::os::fd::OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -120,7 +123,7 @@ impl Overlay {
                         .into(),
                 ));
             }
-            (Some(u), Some(w)) => Some(open_writable(u, w)?),
+            (Some(u), Some(w)) => Some(setup::open_writable(&lowers, u, w)?),
         };
         let mut devs: Vec<u64> = Vec::new();
         for d in rw
@@ -291,31 +294,6 @@ fn seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     (t << 16) ^ u64::from(std::process::id())
-}
-
-fn open_writable(upper: &std::path::Path, work: &std::path::Path) -> Result<Writable> {
-    let upper = Layer::open(upper, "upperdir")?;
-    let wroot = Layer::open(work, "workdir")?;
-    if wroot.dev != upper.dev {
-        return Err(Error::Usage(format!(
-            "workdir {} and upperdir {} are on different filesystems: they must be on the same one \
-             (copy-up publishes by rename)",
-            wroot.path.display(),
-            upper.path.display()
-        )));
-    }
-    match rustix::fs::mkdirat(wroot.fd(), WORK_SUBDIR, rustix::fs::Mode::empty()) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => {
-            return Err(Error::io("create", wroot.path.join("work"), e.into()));
-        }
-    }
-    let work_path = wroot.path.join("work");
-    let work = Layer::open(&work_path, "workdir")?;
-    // Leftovers of an interrupted operation are never visible; clear them like the kernel does.
-    copyup::purge_dir_contents(work.fd(), c".")
-        .map_err(|e| Error::io("clean", &work_path, e.into()))?;
-    Ok(Writable { upper, work })
 }
 
 /// What a name resolves to (see `lookup.rs`).
