@@ -80,6 +80,15 @@ impl Overlay {
         })
     }
 
+    /// Will `setattr` copy file data up (slow for a large file)? On a lower regular file every
+    /// change copies the data first, except a truncation to 0.
+    pub fn setattr_copies_data(&self, node: &Node, a: &SetAttr) -> bool {
+        !node.is_upper()
+            && node.kind == FileType::RegularFile
+            && a.size != Some(0)
+            && !self.is_read_only()
+    }
+
     /// Changes attributes (copying up first). With `fh`, an fd of the upper copy opened
     /// through the mount, the changes act on that fd; else on the upper entry reached
     /// no-follow and checked against the node's type.

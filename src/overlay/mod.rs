@@ -22,6 +22,15 @@
 //!    the directory's times). Taken after every copy-up the operation needs, so nothing waits
 //!    for a copy-up lock while holding it; rename takes both directories' locks in id order.
 //!
+//! 5. a node's `lower_names` (cached lower listings) and `dir_fds` (cached directory fds,
+//!    `place.rs`): held only to read or update that field, never across a syscall, never
+//!    while taking another lock.
+//! 6. in `crate::fuse`: the `iomodes` map (the same rule as 5); a `FileH`'s `reopened`, held
+//!    while the upper copy is opened for a handle opened before a copy-up (takes 1-2 inside);
+//!    a `DirH`'s `entries`, held while one READDIR(PLUS) reply is filled from the listing
+//!    (the lookups of READDIRPLUS take 1-2 and 5 inside). Neither is taken by the union, so
+//!    nothing waits for them while holding another lock.
+//!
 //! Directory operations on one directory are serialised by the kernel (i_rwsem), so a name's
 //! state can't change between our lookup of it and the operation on it.
 use std::ffi::{CStr, CString, OsStr};

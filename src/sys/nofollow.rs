@@ -50,8 +50,9 @@ pub fn open_regular(
         return Err(Errno::STALE);
     }
     if !flags.contains(OFlags::NONBLOCK) {
-        let now = rustix::fs::fcntl_getfl(&fd)?;
-        rustix::fs::fcntl_setfl(&fd, now - OFlags::NONBLOCK)?;
+        // F_SETFL changes only the status flags (append, noatime, direct, nonblock): setting
+        // the caller's own flags drops O_NONBLOCK and keeps the rest.
+        rustix::fs::fcntl_setfl(&fd, flags)?;
     }
     Ok((fd, st))
 }
