@@ -86,7 +86,15 @@ impl Log {
 /// pjdfstest's long-path cases at PATH_MAX-1 bytes, relative to the mount root `root`.
 fn pjd_long_paths(root: BorrowedFd<'_>, mnt: &Path, log: &mut Log) {
     let d = dirs15('d');
-    for p in &d {
+    pjd_files(root, mnt, &d, log);
+    pjd_names(root, &d, log);
+    pjd_limits(root, &d, log);
+}
+
+/// The directory chain, then mkdir/rmdir, open, chmod, chown, truncate, ftruncate at
+/// PATH_MAX-1.
+fn pjd_files(root: BorrowedFd<'_>, mnt: &Path, d: &[String], log: &mut Log) {
+    for p in d {
         log.push(
             "mkdir chain",
             res(rustix::fs::mkdirat(
@@ -98,8 +106,6 @@ fn pjd_long_paths(root: BorrowedFd<'_>, mnt: &Path, log: &mut Log) {
     }
     let base = d.last().cloned().unwrap_or_default();
     let p = format!("{base}/{}", comp('n', 0));
-    let p2 = format!("{base}/{}", comp('n', 1));
-    let p3 = format!("{base}/{}", comp('n', 2));
     assert_eq!(p.len(), PATH_MAX - 1);
     // mkdir/03, rmdir/03
     log.push(
@@ -164,6 +170,14 @@ fn pjd_long_paths(root: BorrowedFd<'_>, mnt: &Path, log: &mut Log) {
         Err(e) => log.push("ftruncate open", errno_name(e)),
     }
     log.push("after ftruncate", st(root, &p));
+}
+
+/// link, rename, unlink, mkfifo, mknod and symlink at PATH_MAX-1.
+fn pjd_names(root: BorrowedFd<'_>, d: &[String], log: &mut Log) {
+    let base = d.last().cloned().unwrap_or_default();
+    let p = format!("{base}/{}", comp('n', 0));
+    let p2 = format!("{base}/{}", comp('n', 1));
+    let p3 = format!("{base}/{}", comp('n', 2));
     // link/03, rename/02, unlink/03
     log.push(
         "link",
@@ -254,7 +268,12 @@ fn pjd_long_paths(root: BorrowedFd<'_>, mnt: &Path, log: &mut Log) {
         "readlink long target",
         format!("{:?}", target.map(|t| t.as_bytes().len())),
     );
-    // One byte more is too long (the VFS), and so is a 256-byte name (the filesystem).
+}
+
+/// One byte more is too long (the VFS), and so is a 256-byte name (the filesystem); then
+/// rmdir/03 on every length of the chain.
+fn pjd_limits(root: BorrowedFd<'_>, d: &[String], log: &mut Log) {
+    let base = d.last().cloned().unwrap_or_default();
     let too_long = format!("{base}/{}y", comp('n', 0));
     log.push(
         "PATH_MAX",

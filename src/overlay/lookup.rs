@@ -19,6 +19,15 @@ use super::node::{Node, NodeId, NodeState};
 use super::{Entry, Overlay, Which, whiteout};
 use crate::{Error, Result, sys};
 
+/// What the upper layer decides about a name: hidden by a whiteout, absent, an entry that
+/// ends the search (an opaque directory), or an entry lower layers may add to.
+enum Upper {
+    Hidden,
+    Missing,
+    Final(Resolved),
+    Merge(Resolved),
+}
+
 /// What one layer holds at a name.
 pub(super) enum Probe {
     Missing,
@@ -95,33 +104,11 @@ impl Overlay {
         let cname = sys::cstr(name)?;
         let mut found: Option<Resolved> = None;
         if pst.upper {
-            let ufd = self.dir_fd(parent, Which::Upper)?;
-            match probe(ufd.as_fd(), &cname, name)? {
-                Probe::Whiteout => return Ok(None),
-                Probe::Missing => {}
-                Probe::Present(mut st) => {
-                    let kind = sys::file_type(&st);
-                    let mut r = Resolved {
-                        kind,
-                        stat: st,
-                        upper: true,
-                        lowers: Vec::new(),
-                        origin: None,
-                        fds: Vec::new(),
-                    };
-                    if kind == FileType::Directory {
-                        let (fd, opaque) = open_merged_dir(ufd.as_fd(), &cname)?;
-                        // The fd's own stat: the inode registered for the node is the one
-                        // the fd holds.
-                        st = rustix::fs::fstat(&*fd)?;
-                        r.stat = st;
-                        r.fds.push((Which::Upper, fd));
-                        if opaque {
-                            return Ok(Some(r));
-                        }
-                    }
-                    found = Some(r);
-                }
+            match self.resolve_upper(parent, &cname, name)? {
+                Upper::Hidden => return Ok(None),
+                Upper::Missing => {}
+                Upper::Final(r) => return Ok(Some(r)),
+                Upper::Merge(r) => found = Some(r),
             }
         }
         for &li in pst.lowers.iter().skip(lower_skip) {
@@ -177,6 +164,37 @@ impl Overlay {
             }
         }
         Ok(found)
+    }
+
+    /// What the upper layer holds at `name` in `parent`.
+    fn resolve_upper(&self, parent: &Arc<Node>, cname: &CStr, name: &OsStr) -> Result<Upper> {
+        let ufd = self.dir_fd(parent, Which::Upper)?;
+        let st = match probe(ufd.as_fd(), cname, name)? {
+            Probe::Whiteout => return Ok(Upper::Hidden),
+            Probe::Missing => return Ok(Upper::Missing),
+            Probe::Present(st) => st,
+        };
+        let kind = sys::file_type(&st);
+        let mut r = Resolved {
+            kind,
+            stat: st,
+            upper: true,
+            lowers: Vec::new(),
+            origin: None,
+            fds: Vec::new(),
+        };
+        if kind != FileType::Directory {
+            return Ok(Upper::Merge(r));
+        }
+        let (fd, opaque) = open_merged_dir(ufd.as_fd(), cname)?;
+        // The fd's own stat: the inode registered for the node is the one the fd holds.
+        r.stat = rustix::fs::fstat(&*fd)?;
+        r.fds.push((Which::Upper, fd));
+        Ok(if opaque {
+            Upper::Final(r)
+        } else {
+            Upper::Merge(r)
+        })
     }
 
     fn open_lower_child(
