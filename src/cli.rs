@@ -34,6 +34,21 @@ pub enum Command {
     Bench(Box<crate::bench::BenchArgs>),
     #[command(flatten)]
     Registry(crate::registry::commands::RegistryCommand),
+    /// Write man pages or shell completions (for packagers)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+/// `layerfs generate ...`: install-time files, made from these clap definitions.
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write layerfs.1 and one layerfs-SUBCOMMAND.1 per subcommand into DIR
+    Man { dir: PathBuf },
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::generate::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -66,7 +81,8 @@ pub struct UmountArgs {
 const SUBCOMMANDS: &[&str] = &[
     "mount", "umount", "help", // driver
     "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
-    "bench", "pull", "push", "login", "logout", // registry
+    "bench", "pull", "push", "login", "logout",   // registry
+    "generate", // install-time files
 ];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
@@ -93,6 +109,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Container(cmd) => crate::container::commands::run(cli.root.as_deref(), cmd),
         Command::Bench(args) => crate::bench::command(&args, cli.root.as_deref()),
         Command::Registry(cmd) => crate::registry::commands::run(cli.root.as_deref(), cmd),
+        Command::Generate(cmd) => generate(cmd),
+    }
+}
+
+fn generate(cmd: GenerateCommand) -> Result<()> {
+    use clap::CommandFactory;
+    match cmd {
+        GenerateCommand::Man { dir } => {
+            for p in crate::generate::man_pages(Cli::command(), &dir)? {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
+        GenerateCommand::Completions { shell } => {
+            crate::generate::completions(Cli::command(), shell, &mut std::io::stdout().lock())
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod fuse;
+pub mod generate;
 pub mod image;
 pub mod mountopts;
 pub mod overlay;
