@@ -16,29 +16,10 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::cli::MountArgs;
 use crate::fuse::LayerFs;
 use crate::mountopts::{KernelFlag, MountOptions};
 use crate::overlay::{self, Overlay};
-use crate::{Error, Result, sys};
-
-pub fn mount_command(args: &MountArgs, root: Option<&Path>) -> Result<()> {
-    let opts = MountOptions::parse(&args.options)?;
-    // `mount IMAGE-or-CONTAINER MNT`: no lowerdir, two operands.
-    if opts.lowerdirs.is_empty() && args.args.len() == 2 {
-        return crate::container::mount::mount_command(root, args, opts);
-    }
-    let Some(mountpoint) = args.args.last() else {
-        return Err(Error::Usage("mount: give the mount point".into()));
-    };
-    if opts.lowerdirs.is_empty() {
-        return Err(Error::Usage(
-            "mount: give -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR] MOUNTPOINT".into(),
-        ));
-    }
-    let foreground = args.foreground || args.debug || opts.debug;
-    mount_overlay(&opts, mountpoint, foreground, args.debug || opts.debug)
-}
+use crate::{Error, Result, mountinfo, sys};
 
 /// Mounts a union described by `opts` at `mountpoint`; returns once it is live (or, in the
 /// foreground, once it is unmounted).
@@ -225,7 +206,10 @@ const READAHEAD_KB: u32 = 4096;
 /// Raises the readahead of the mount at `mnt` (best effort: needs root). The device number comes
 /// from mountinfo, not from stat, which would be a request to this very daemon.
 fn raise_readahead(mnt: &Path) {
-    let Some(dev) = mount_field(mnt, 2) else {
+    let Ok(table) = mountinfo::read_mountinfo() else {
+        return;
+    };
+    let Some(dev) = mountinfo::mount_at(&table, mnt).map(|m| m.device.clone()) else {
         return;
     };
     let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
@@ -346,33 +330,8 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
 
 /// Is `mnt` a mount point (per /proc/self/mountinfo), and of which filesystem type?
 pub fn mount_type(mnt: &Path) -> Option<String> {
-    mount_field(mnt, 7)
-}
-
-/// Field `i` of the topmost mountinfo line for mount point `mnt`; fields from 7 on count from
-/// the filesystem type (after the " - " separator).
-fn mount_field(mnt: &Path, i: usize) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mnt.to_str()?;
-    info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        if unescape_mountinfo(f.get(4)?) != want {
-            return None;
-        }
-        let idx = if i >= 7 {
-            f.iter().position(|x| *x == "-")? + 1 + (i - 7)
-        } else {
-            i
-        };
-        f.get(idx).map(|s| s.to_string())
-    })
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    let table = mountinfo::read_mountinfo().ok()?;
+    mountinfo::mount_at(&table, mnt).map(|m| m.fstype.clone())
 }
 
 pub fn umount(mountpoint: &Path) -> Result<()> {

@@ -43,7 +43,7 @@ fn fstype(mnt: &Path) -> Option<String> {
 
 fn wait_unmounted(mnt: &Path) {
     // poll(2) on mountinfo: no sleeping.
-    layerfs::bench::mounts::wait_for(mnt, false, Duration::from_secs(20)).unwrap();
+    layerfs::mountinfo::wait_for(mnt, false, Duration::from_secs(20)).unwrap();
 }
 
 /// Unmounts on drop (a failing assertion must not leave a mount behind).

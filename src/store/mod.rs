@@ -23,23 +23,21 @@
 //! Everything is published by one rename of a fully written, synced object; an existing target
 //! (EEXIST/ENOTEMPTY) means another load published the same content first, which is success.
 pub mod blobs;
-pub mod commands;
-pub mod digest;
 mod gc;
 pub mod import;
 mod lock;
-pub mod output;
 mod pipeline;
 pub mod records;
+pub mod save;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use digest::Digest;
 pub use lock::LockMode;
 pub use records::{ImageRecord, LayerMeta, Refs};
 
+use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::{Error, Result};
 
@@ -360,7 +358,7 @@ fn list_hex(dir: &Path, suffix: &str) -> Result<Vec<Digest>> {
         let Some(hex) = name.strip_suffix(suffix) else {
             continue;
         };
-        if digest::is_sha256_hex(hex) {
+        if crate::digest::is_sha256_hex(hex) {
             out.push(Digest::parse(&format!("sha256:{hex}"))?);
         }
     }

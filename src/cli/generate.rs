@@ -15,6 +15,34 @@ use crate::{Error, Result};
 /// The shells `layerfs generate completions` knows.
 pub use clap_complete::Shell;
 
+/// `layerfs generate ...`: install-time files, made from these clap definitions.
+#[derive(Debug, clap::Subcommand)]
+pub enum GenerateCommand {
+    /// Write layerfs.1 and one layerfs-SUBCOMMAND.1 per subcommand into DIR
+    Man { dir: PathBuf },
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+pub fn run(cmd: GenerateCommand) -> Result<()> {
+    use clap::CommandFactory;
+    match cmd {
+        GenerateCommand::Man { dir } => {
+            let mut out = std::io::stdout().lock();
+            for p in man_pages(super::Cli::command(), &dir)? {
+                writeln!(out, "{}", p.display()).map_err(|e| Error::io("write", "<stdout>", e))?;
+            }
+            Ok(())
+        }
+        GenerateCommand::Completions { shell } => {
+            completions(super::Cli::command(), shell, &mut std::io::stdout().lock())
+        }
+    }
+}
+
 /// Writes every man page into `dir` (created if missing); returns the files written.
 pub fn man_pages(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
