@@ -107,7 +107,7 @@ fn only_image(root: &Path) -> String {
     let v: serde_json::Value = serde_json::from_str(&ids).unwrap();
     let rows = v.as_array().unwrap();
     let all: std::collections::BTreeSet<&str> =
-        rows.iter().map(|r| r["ID"].as_str().unwrap()).collect();
+        rows.iter().map(|r| r["Id"].as_str().unwrap()).collect();
     assert_eq!(all.len(), 1, "{ids}");
     all.into_iter().next().unwrap().to_owned()
 }

@@ -9,8 +9,10 @@
 //! container.rs  create, ps, diff, commit, save, export, rm
 //! registry.rs   pull, push, login, logout
 //! bench.rs      bench
+//! system.rs     version, info
 //! generate.rs   man pages and shell completions (hidden `generate`, for packagers)
 //! output.rs     tables, times, globs as the listings print them
+//! template.rs   --format templates (Go text/template style)
 //! ```
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ pub mod mount;
 pub mod output;
 pub mod registry;
 pub mod store;
+pub mod system;
+pub mod template;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +60,10 @@ pub enum Command {
     Bench(Box<bench::BenchArgs>),
     #[command(flatten)]
     Registry(registry::RegistryCommand),
+    /// Show the version, the git commit, the FUSE protocol and whether passthrough is usable
+    Version(system::VersionArgs),
+    /// Show the store, the runtime directory and the kernel features layerfs sees
+    Info(system::InfoArgs),
     /// Write man pages or shell completions (for packagers)
     #[command(subcommand, hide = true)]
     Generate(generate::GenerateCommand),
@@ -106,6 +114,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Container(cmd) => container::run(&root, cmd),
         Command::Bench(args) => bench::run(&args, &root),
         Command::Registry(cmd) => registry::run(&root, cmd),
+        Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
+        Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
         Command::Generate(cmd) => generate::run(cmd),
     }
 }
