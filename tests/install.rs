@@ -1,5 +1,5 @@
 //! Installing layerfs like a system tool: man pages rendered by `man -l`, completions loaded by
-//! bash, `findmnt` showing FSTYPE `fuse.layerfs`, and the Debian package from `scripts/deb`
+//! bash, zsh and fish, `findmnt` showing FSTYPE `fuse.layerfs`, and the Debian package from `scripts/deb`
 //! installed into the real system with dpkg, then `mount -t fuse.layerfs` through the
 //! installed binary, then removed. Needs root (mounts, dpkg).
 use std::path::{Path, PathBuf};
@@ -137,14 +137,33 @@ fn completions_load_in_bash_and_name_subcommands() {
     let mut words: Vec<&str> = words.lines().collect();
     words.sort_unstable();
     assert_eq!(words, ["load", "login", "logout"]);
-    let zsh = stdout(Command::new(EXE).args(["generate", "completions", "zsh"]));
-    assert!(zsh.starts_with("#compdef layerfs"), "{}", &zsh[..80]);
-    let fish = stdout(Command::new(EXE).args(["generate", "completions", "fish"]));
-    assert!(
-        fish.contains("complete -c layerfs") && fish.contains("umount"),
-        "{}",
-        &fish[..200]
-    );
+    // zsh: compinit finds the function in fpath and binds it to layerfs.
+    let zdir = dir.path().join("zsh");
+    std::fs::create_dir(&zdir).unwrap();
+    let zsh = run(Command::new(EXE).args(["generate", "completions", "zsh"])).stdout;
+    assert!(zsh.starts_with(b"#compdef layerfs"));
+    std::fs::write(zdir.join("_layerfs"), zsh).unwrap();
+    run(Command::new("zsh").arg("-n").arg(zdir.join("_layerfs")));
+    let bound = stdout(Command::new("zsh").arg("-fc").arg(format!(
+        "fpath=({0} $fpath); autoload -Uz compinit; compinit -u -d {0}/.zcompdump; \
+         print -r -- ${{_comps[layerfs]}}",
+        zdir.display()
+    )));
+    assert_eq!(bound.trim(), "_layerfs");
+    // fish: the completions fish itself computes for `layerfs lo`.
+    let fish = dir.path().join("layerfs.fish");
+    let script = run(Command::new(EXE).args(["generate", "completions", "fish"])).stdout;
+    std::fs::write(&fish, script).unwrap();
+    let offered = stdout(Command::new("fish").arg("-c").arg(format!(
+        "source {}; complete -C 'layerfs lo'",
+        fish.display()
+    )));
+    let mut words: Vec<&str> = offered
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or(l))
+        .collect();
+    words.sort_unstable();
+    assert_eq!(words, ["load", "login", "logout"], "{offered}");
     let bad = Command::new(EXE)
         .args(["generate", "completions", "tcsh"])
         .output()
