@@ -256,13 +256,17 @@ fn spool(stream: impl Read + Send, kind: Compression, shown: &str, dest: &Path) 
     let written = counted.n;
     match copied {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
             let dir = dest.parent().unwrap_or(dest);
+            let why = if kind == Compression::Plain {
+                "a stream is kept whole to be read"
+            } else {
+                "a compressed archive is kept whole and decompressed to be read"
+            };
             return Err(Error::Format(format!(
                 "{shown}: no space left on the device of {} after spooling {written} bytes of \
-                 the archive there (a stream must be kept whole to be read; {kind} input is \
-                 kept decompressed): free space, use a --root on a larger file system, or load \
-                 an uncompressed archive file with -i FILE, which needs no copy",
+                 the archive there ({why}): free space, use a --root on a larger file system, \
+                 or load an uncompressed archive file with -i FILE, which needs no copy",
                 dir.display()
             )));
         }
