@@ -8,42 +8,19 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::Store;
 use super::pipeline::{decode_in_thread, verdict};
 use super::records::{ImageRecord, LayerMeta, now_rfc3339};
-use super::{Digest, Store};
+use crate::digest::Digest;
 use crate::image::oci::{Document, ImageConfig, Manifest, chain_ids, parse_document};
+use crate::image::plan::{ImagePlan, LayerInput};
 use crate::image::tarentry::RelPath;
 use crate::image::unpack::{Limits, open_layer_root, unpack_layer};
 use crate::image::write::copy_dir_attrs_from_lower;
+use crate::pool::parallel_map;
 use crate::reference::Reference;
 use crate::{Error, Result};
-
-/// Opens a layer blob for streaming (from an archive, a layout directory, a registry...).
-pub type Opener = Box<dyn Fn() -> Result<Box<dyn Read + Send>> + Send + Sync>;
-
-/// One layer to import, in the image's order.
-pub struct LayerInput {
-    /// How errors name it: `blob sha256:…` or `member abc/layer.tar of x.tar`.
-    pub what: String,
-    /// Digest and size of the blob as the manifest declares them (none in legacy archives).
-    pub expected: Option<(Digest, u64)>,
-    /// Bytes to expect, for progress bars.
-    pub size_hint: u64,
-    pub open: Opener,
-}
-
-/// Everything needed to import one image.
-pub struct ImagePlan {
-    /// Config bytes exactly as found (their sha256 is the image ID).
-    pub config: Vec<u8>,
-    /// Manifest bytes when the source has one.
-    pub manifest: Option<Vec<u8>>,
-    pub layers: Vec<LayerInput>,
-    pub names: Vec<Reference>,
-}
 
 pub struct ImportOptions {
     pub limits: Limits,
@@ -84,7 +61,8 @@ struct Staged {
 }
 
 impl Store {
-    /// Imports one image; progress lines go to `out`.
+    /// Imports one image; progress lines go to `out`. The caller says what was loaded (the
+    /// returned ID and names).
     pub fn import(
         &self,
         plan: ImagePlan,
@@ -133,7 +111,7 @@ impl Store {
                     "layer {} extracted ({} entries, {})",
                     short(&s.meta.diff_id),
                     s.meta.entries,
-                    super::output::human_size(s.meta.size)
+                    crate::human::human_size(s.meta.size)
                 ),
             );
         }
@@ -192,12 +170,6 @@ impl Store {
             }
             Ok(())
         })?;
-        if plan.names.is_empty() {
-            say(out, format!("Loaded image ID: {id}"));
-        }
-        for n in &plan.names {
-            say(out, format!("Loaded image: {}", n.familiar()));
-        }
         Ok(Imported {
             id,
             names: plan.names,
@@ -216,49 +188,20 @@ impl Store {
         staging: &Path,
         opts: &ImportOptions,
     ) -> Result<Vec<Staged>> {
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Result<Staged>>> = Mutex::new(Vec::new());
-        let bars = indicatif::MultiProgress::new();
-        if !opts.progress {
-            bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        let jobs = opts.jobs.clamp(1, todo.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..jobs {
-                s.spawn(|| {
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        if k >= todo.len() || failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let i = todo[k];
-                        let parent = i.checked_sub(1).map(|p| chains[p].clone());
-                        let r = extract_one(
-                            &plan.layers[i],
-                            i,
-                            &diff_ids[i],
-                            &chains[i],
-                            parent,
-                            staging,
-                            opts,
-                            &bars,
-                        );
-                        if r.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        if let Ok(mut v) = results.lock() {
-                            v.push(r);
-                        }
-                    }
-                });
-            }
-        });
-        let mut staged = results
-            .into_inner()
-            .map_err(|_| Error::Format("layer extraction thread panicked".into()))?
-            .into_iter()
-            .collect::<Result<Vec<Staged>>>()?;
+        let bars = crate::human::progress_bars(opts.progress);
+        let mut staged = parallel_map(todo, opts.jobs, |&i| {
+            let parent = i.checked_sub(1).map(|p| chains[p].clone());
+            extract_one(
+                &plan.layers[i],
+                i,
+                &diff_ids[i],
+                &chains[i],
+                parent,
+                staging,
+                opts,
+                &bars,
+            )
+        })?;
         staged.sort_by_key(|s| s.index);
         Ok(staged)
     }
@@ -364,14 +307,7 @@ fn extract_one(
             Box::new(super::blobs::TeeReader::new((input.open)()?, copy))
         }
     };
-    let bar = bars.add(indicatif::ProgressBar::new(input.size_hint));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(short(diff_id));
+    let bar = crate::human::byte_bar(bars, input.size_hint, short(diff_id));
     let raw: Box<dyn Read + Send> = Box::new(bar.wrap_read(raw));
     // Read at most one byte more than declared: enough to tell "too long" without reading an
     // endless stream.
