@@ -55,7 +55,11 @@ fn exit_codes_tell_what_kind_of_failure() {
         (vec!["images"], 0, ""),
         (vec!["imgaes"], 2, "unrecognized subcommand"),
         (vec!["images", "--no-such-flag"], 2, "unexpected argument"),
-        (vec!["inspect", "nosuch"], 1, "no such image: nosuch"),
+        (
+            vec!["inspect", "nosuch"],
+            1,
+            "no such image or container: nosuch",
+        ),
         (
             vec!["load", "-i", garbage.to_str().unwrap()],
             3,

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::output::{emit, human_ago, table, to_json};
+use super::output::{emit, emit_formatted, human_ago, table, to_json};
+use super::template::default_header;
 use crate::container::commit::{CommitOptions, commit};
 use crate::container::mount::{
     Status, lowerdirs, mounts_of, shown_image_name, statuses, unmount_container,
 };
-use crate::container::record::{ContainerRecord, Containers, sizes};
+use crate::container::record::{ContainerRecord, Containers, sizes, upper_size};
 use crate::container::{changes, diff, export};
 use crate::human::human_size;
 use crate::image::compress::Compression;
@@ -59,8 +60,12 @@ pub struct PsArgs {
     #[arg(long)]
     pub no_trunc: bool,
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Format each row with a Go-style template (`table ...`, `json`). Fields: ID, Image,
+    /// ImageID, Names, Mountpoint, Size, CreatedSince, CreatedAt, State
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +188,35 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
             .collect();
         return emit(out, &to_json(&v));
     }
+    if let Some(f) = &a.format {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(&sizes)
+            .map(|(st, (rw, virt))| {
+                let r = &st.rec;
+                let state = match (&st.mountpoint, st.stale) {
+                    (None, _) => "unmounted",
+                    (Some(_), false) => "mounted",
+                    (Some(_), true) => "stale",
+                };
+                json!({
+                    "ID": id_of(r), "Image": r.image_name,
+                    "ImageID": r.image.to_string(), "Names": r.name,
+                    "Mountpoint": shown_mountpoint(st),
+                    "Size": format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
+                    "CreatedSince": human_ago(Some(&r.created)), "CreatedAt": r.created,
+                    "State": state,
+                })
+            })
+            .collect();
+        let headers = |f: &str| match f {
+            "ID" => "CONTAINER ID".to_string(),
+            "Names" => "NAME".to_string(),
+            "CreatedSince" | "CreatedAt" => "CREATED".to_string(),
+            f => default_header(f),
+        };
+        return emit_formatted(out, f, &v, &headers);
+    }
     let lines: Vec<Vec<String>> = rows
         .iter()
         .zip(&sizes)
@@ -206,6 +240,43 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
         "CREATED",
     ];
     emit(out, &table(&header, &lines))
+}
+
+/// A container as `inspect` shows it: docker's field names where docker has one.
+pub fn container_json(store: &Store, rec: &ContainerRecord) -> serde_json::Value {
+    let cs = Containers::new(store);
+    let mounts = mounts_of(rec);
+    let served = !mounts.is_empty() && cs.is_served(&rec.id).unwrap_or(false);
+    let upper = cs.upper(&rec.id);
+    let rw = upper_size(&upper);
+    let lowers: Vec<String> = lowerdirs(store, rec)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    json!({
+        "Id": rec.id.to_string(),
+        "Name": rec.name,
+        "Created": rec.created,
+        "Image": rec.image.to_string(),
+        "ImageName": rec.image_name,
+        "State": {
+            "Mounted": served,
+            "Stale": !mounts.is_empty() && !served,
+            "Mountpoints": mounts,
+        },
+        "Layers": rec.layers,
+        "SizeRw": rw,
+        "SizeRootFs": store.image(&rec.image).map_or(0, |i| i.size) + rw,
+        "GraphDriver": {
+            "Name": "layerfs",
+            "Data": {
+                "LowerDir": lowers.join(":"),
+                "UpperDir": upper,
+                "WorkDir": cs.work(&rec.id),
+                "MergedDir": mounts.first(),
+            },
+        },
+    })
 }
 
 fn shown_mountpoint(st: &Status) -> String {

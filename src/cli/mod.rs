@@ -9,7 +9,9 @@
 //! container.rs  create, ps, diff, commit, save, export, rm
 //! registry.rs   pull, push, login, logout
 //! bench.rs      bench
-//! output.rs     tables, times, globs as the listings print them
+//! system.rs     version, info
+//! output.rs     tables, times, --format json as the listings print them
+//! template.rs   --format templates (Go text/template style)
 //! ```
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ pub mod mount;
 pub mod output;
 pub mod registry;
 pub mod store;
+pub mod system;
+pub mod template;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,6 +58,10 @@ pub enum Command {
     Bench(Box<bench::BenchArgs>),
     #[command(flatten)]
     Registry(registry::RegistryCommand),
+    /// Show the version, the git commit, the FUSE protocol and whether passthrough is usable
+    Version(system::VersionArgs),
+    /// Show the store, the runtime directory and the kernel features layerfs sees
+    Info(system::InfoArgs),
 }
 
 /// Is `argv[1..]` one of fuse-overlayfs's forms, `-o ...lowerdir=... MNT` or
@@ -101,6 +109,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Container(cmd) => container::run(&root, cmd),
         Command::Bench(args) => bench::run(&args, &root),
         Command::Registry(cmd) => registry::run(&root, cmd),
+        Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
+        Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
     }
 }
 

@@ -69,6 +69,25 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `--format`: `json` prints each row as one line of JSON (docker's `--format json`), anything
+/// else is a template over the row (see `template.rs`); `headers` names a table's columns.
+pub fn emit_formatted(
+    out: &mut dyn Write,
+    format: &str,
+    rows: &[serde_json::Value],
+    headers: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    if format == "json" {
+        let s: String = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .collect();
+        return emit(out, &s);
+    }
+    let t = super::template::Template::parse(format)?;
+    emit(out, &super::template::render_all(&t, rows, headers)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,6 +128,8 @@ pub struct MountMode {
     pub foreground: bool,
     pub debug: bool,
     pub read_only: bool,
+    /// An image's new container is removed at `umount` (`--rm`).
+    pub remove: bool,
 }
 
 /// `mount IMAGE-or-CONTAINER MNT`: mounts a container, or an image through a new container
@@ -158,7 +160,12 @@ pub fn mount(
             Ok(None)
         }
         Target::Image(img, shown) => {
-            let rec = Containers::new(&store).create(&img, &shown, None)?;
+            let cs = Containers::new(&store);
+            let mut rec = cs.create(&img, &shown, None)?;
+            if mode.remove {
+                rec.remove_at_umount = true;
+                cs.update(&rec)?;
+            }
             match mount_container(store, &rec, opts, mnt, foreground, mode.debug, false) {
                 Ok(()) => Ok(Some(rec.id)),
                 Err(e) => {
@@ -170,6 +177,10 @@ pub fn mount(
                 }
             }
         }
+        Target::Container(_) if mode.remove => Err(Error::Usage(format!(
+            "--rm applies to an image's new container; {target} is a container already: \
+             remove it with layerfs rm after umount"
+        ))),
         Target::Container(rec) => {
             mount_container(
                 store,
@@ -277,6 +288,9 @@ pub fn umount(root: &Path, arg: &Path) -> Result<()> {
                 if r.mountpoint.as_deref() == Some(&mnt) {
                     r.mountpoint = None;
                     cs.update(&r)?;
+                    if r.remove_at_umount && mounts_of(&r).is_empty() {
+                        cs.remove(&r)?;
+                    }
                 }
             }
         }
@@ -308,7 +322,11 @@ pub fn unmount_container(cs: &Containers<'_>, rec: &ContainerRecord) -> Result<(
     }
     let mut r = rec.clone();
     r.mountpoint = None;
-    cs.update(&r)
+    cs.update(&r)?;
+    if r.remove_at_umount {
+        cs.remove(&r)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -85,6 +85,9 @@ pub struct ContainerRecord {
     /// see `mount::mounts_of`).
     #[serde(default)]
     pub mountpoint: Option<PathBuf>,
+    /// Made by `mount IMAGE MNT --rm`: removed with everything it wrote at `umount`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_at_umount: bool,
 }
 
 const META: &str = "meta.json";
@@ -328,6 +331,7 @@ impl<'s> Containers<'s> {
             layers: image.layers.clone(),
             created: now_rfc3339(),
             mountpoint: None,
+            remove_at_umount: false,
         };
         let _lock = self.registry_lock()?;
         let taken: Vec<String> = self.list()?.into_iter().map(|c| c.name).collect();

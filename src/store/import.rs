@@ -61,7 +61,8 @@ struct Staged {
 }
 
 impl Store {
-    /// Imports one image; progress lines go to `out`.
+    /// Imports one image; progress lines go to `out`. The caller says what was loaded (the
+    /// returned ID and names).
     pub fn import(
         &self,
         plan: ImagePlan,
@@ -169,12 +170,6 @@ impl Store {
             }
             Ok(())
         })?;
-        if plan.names.is_empty() {
-            say(out, format!("Loaded image ID: {id}"));
-        }
-        for n in &plan.names {
-            say(out, format!("Loaded image: {}", n.familiar()));
-        }
         Ok(Imported {
             id,
             names: plan.names,
