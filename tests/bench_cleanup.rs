@@ -219,8 +219,7 @@ fn sigint_to_the_command_unmounts_and_removes_everything() {
     )
     .unwrap();
     let status = child.wait().unwrap();
-    // Exit code 130 is the clean "interrupted" error path (README's exit status table); death
-    // by the signal would have no code.
+    // 130 (128 + SIGINT) is the clean interrupted path (death by the signal would have no code).
     assert_eq!(
         status.code(),
         Some(130),

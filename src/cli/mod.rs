@@ -62,6 +62,12 @@ pub enum Command {
     Version(system::VersionArgs),
     /// Show the store, the runtime directory and the kernel features layerfs sees
     Info(system::InfoArgs),
+    /// Manage containers as a group (prune)
+    #[command(name = "container", subcommand)]
+    ContainerGroup(container::ContainerGroup),
+    /// Store-wide housekeeping: prune, df
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 /// Is `argv[1..]` one of fuse-overlayfs's forms, `-o ...lowerdir=... MNT` or
@@ -111,6 +117,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Registry(cmd) => registry::run(&root, cmd),
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
+        Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
+        Command::System(cmd) => system::system(&root, cmd),
     }
 }
 
