@@ -348,27 +348,6 @@ fn import_cmd(store: &Store, a: &ImportArgs, out: &mut dyn Write) -> Result<()> 
     emit(out, &format!("{}\n", imported.id))
 }
 
-/// `container prune` (and the first half of `system prune`): removes every container with no
-/// live mount; returns the bytes their writable layers held.
-pub fn prune_containers(store: &Store, out: &mut dyn Write) -> Result<u64> {
-    let cs = Containers::new(store);
-    let mut reclaimed = 0;
-    let mut header = false;
-    for st in statuses(&cs, true)? {
-        if st.mountpoint.is_some() || cs.is_served(&st.rec.id)? {
-            continue;
-        }
-        reclaimed += sizes(store, &cs, &st.rec).0;
-        cs.remove(&st.rec)?;
-        if !header {
-            emit(out, "Deleted Containers:\n")?;
-            header = true;
-        }
-        emit(out, &format!("{}\n", st.rec.id))?;
-    }
-    Ok(reclaimed)
-}
-
 pub fn container_group(root: &Path, cmd: ContainerGroup) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -384,7 +363,7 @@ pub fn container_group(root: &Path, cmd: ContainerGroup) -> Result<()> {
                 return Ok(());
             }
             let store = Store::open(root, LockMode::Shared)?;
-            let n = prune_containers(&store, &mut out)?;
+            let n = crate::container::mount::prune(&store, &mut out)?;
             emit(
                 &mut out,
                 &format!("Total reclaimed space: {}\n", human_size(n)),

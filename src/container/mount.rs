@@ -9,6 +9,7 @@
 //! (exclusive for a writable mount, shared for `--read-only`) and the daemon inherits the lock,
 //! holding it exactly as long as it lives. A second writable mount of the same container is
 //! refused instead of sharing one upper directory between two daemons.
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::record::ContainerId;
@@ -59,6 +60,27 @@ pub fn statuses(cs: &Containers<'_>, all: bool) -> Result<Vec<Status>> {
         });
     }
     Ok(out)
+}
+
+/// `container prune` (and the first half of `system prune`): removes every container with no
+/// live mount; returns the bytes their writable layers held. Each removed ID is written to `out`.
+pub fn prune(store: &Store, out: &mut dyn Write) -> Result<u64> {
+    let cs = Containers::new(store);
+    let mut reclaimed = 0;
+    let mut header = false;
+    for st in statuses(&cs, true)? {
+        if st.mountpoint.is_some() || cs.is_served(&st.rec.id)? {
+            continue;
+        }
+        reclaimed += super::record::sizes(store, &cs, &st.rec).0;
+        cs.remove(&st.rec)?;
+        if !header {
+            writeln!(out, "Deleted Containers:").map_err(|e| Error::io("write", "<stdout>", e))?;
+            header = true;
+        }
+        writeln!(out, "{}", st.rec.id).map_err(|e| Error::io("write", "<stdout>", e))?;
+    }
+    Ok(reclaimed)
 }
 
 /// Lower directories of a container's image, top first.
