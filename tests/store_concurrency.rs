@@ -78,10 +78,11 @@ fn killed_load_leaves_nothing_and_is_swept() {
         &dir,
         &oci_files(&[(&img, serde_json::json!({"io.containerd.image.name": "k:1"}))]),
     );
+    // The chain ID first: hashing 400 MiB here takes about as long as the whole load.
+    let chain = img_chain(&img);
     let mut child = load_cmd(&root, &dir).stdout(Stdio::null()).spawn().unwrap();
     // Wait until the layer is being extracted into staging, then SIGKILL.
     let start = Instant::now();
-    let chain = img_chain(&img);
     let staged = |root: &Path| {
         std::fs::read_dir(root.join("tmp"))
             .into_iter()
