@@ -32,6 +32,7 @@ impl Store {
             keep_layers.extend(img.layers.iter().cloned());
             keep_blobs.insert(img.id.clone());
             keep_blobs.extend(img.manifest.iter().cloned());
+            keep_blobs.extend(img.manifests.values().cloned());
             // Manifests pushed or pulled under other digests (push, indexes).
             keep_blobs.extend(
                 img.repo_digests

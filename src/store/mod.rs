@@ -31,6 +31,7 @@ mod lock;
 pub mod output;
 mod pipeline;
 pub mod records;
+pub mod verify;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

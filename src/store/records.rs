@@ -30,9 +30,13 @@ pub struct LayerMeta {
 pub struct ImageRecord {
     /// sha256 of the config bytes (blobs/sha256/HEX).
     pub id: Digest,
-    /// Manifest digest when the image came with one (OCI layouts, registries).
+    /// Manifest digest when the image came with one (OCI layouts, registries): the first
+    /// verified one; a later load with another manifest never replaces it.
     #[serde(default)]
     pub manifest: Option<Digest>,
+    /// The verified manifest each reference was loaded with (`save NAME` writes that one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifests: BTreeMap<String, Digest>,
     /// Chain IDs, bottom layer first.
     pub layers: Vec<Digest>,
     pub diff_ids: Vec<Digest>,
