@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::Result;
 
+mod fsck;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "layerfs",
@@ -34,6 +36,8 @@ pub enum Command {
     Bench(Box<crate::bench::BenchArgs>),
     #[command(flatten)]
     Registry(crate::registry::commands::RegistryCommand),
+    /// Check the store's records, blobs and layers; --repair fixes what it can
+    Fsck(fsck::FsckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +71,7 @@ const SUBCOMMANDS: &[&str] = &[
     "mount", "umount", "help", // driver
     "load", "images", "inspect", "history", "tag", "rmi", "prune", "df", // store
     "bench", "pull", "push", "login", "logout", // registry
+    "fsck",
 ];
 
 /// Rewrites fuse-overlayfs / mount.fuse3 style argv into `layerfs mount ...`.
@@ -93,6 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Container(cmd) => crate::container::commands::run(cli.root.as_deref(), cmd),
         Command::Bench(args) => crate::bench::command(&args, cli.root.as_deref()),
         Command::Registry(cmd) => crate::registry::commands::run(cli.root.as_deref(), cmd),
+        Command::Fsck(args) => fsck::run(cli.root.as_deref(), &args),
     }
 }
 

@@ -147,6 +147,7 @@ pub fn mount_command(root: Option<&Path>, args: &MountArgs, opts: MountOptions) 
     match resolve_target(&store, &target)? {
         Target::Image(img, _) if args.read_only => {
             let mut o = opts;
+            store.check_layers_present(&img)?;
             o.lowerdirs = store.lowerdirs(&img);
             if o.lowerdirs.is_empty() {
                 return Err(Error::Usage(format!(

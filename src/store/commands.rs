@@ -192,16 +192,33 @@ fn image_rows(store: &Store, a: &ImagesArgs) -> Result<Vec<ImageRow>> {
         }
     }
     let mut by_id: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
-    for (name, id) in store.refs()? {
-        by_id.entry(id).or_default().push(Reference::parse(&name)?);
+    for (name, id) in store.refs_for_listing()? {
+        match Reference::parse(&name) {
+            Ok(r) => by_id.entry(id).or_default().push(r),
+            Err(e) => log::warn!("refs.json: skipping name {name:?}: {e}"),
+        }
     }
     let mut rows = Vec::new();
+    // Unreadable records are named in warnings by images(); a listing shows the rest.
     for img in store.images()? {
         let names = by_id.remove(&img.id).unwrap_or_default();
         if dangling.is_some_and(|d| d != names.is_empty()) {
             continue;
         }
-        let config = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
+        let config = match store
+            .read_blob(&img.id)
+            .and_then(|b| ImageConfig::parse(&b, img.id.as_str()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!(
+                    "image {}: {e}; {}",
+                    img.id.short(),
+                    super::health::FSCK_HINT
+                );
+                continue;
+            }
+        };
         let mut cand: Vec<Option<Reference>> = names.into_iter().map(Some).collect();
         if cand.is_empty() {
             cand.push(None);

@@ -80,10 +80,10 @@ pub struct Imported {
 }
 
 /// A layer extracted into staging, not yet published.
-struct Staged {
-    index: usize,
-    meta: LayerMeta,
-    implicit: Vec<RelPath>,
+pub(super) struct Staged {
+    pub(super) index: usize,
+    pub(super) meta: LayerMeta,
+    pub(super) implicit: Vec<RelPath>,
 }
 
 impl Store {
@@ -180,6 +180,7 @@ impl Store {
         self.inherit_implicit_dirs(&staged, &chains, staging.path())?;
         sync_fs(staging.path())?;
         for s in &staged {
+            super::fault::point("import-publish-layer");
             let from = staging.path().join(s.meta.chain_id.hex());
             let to = self.layer_dir(&s.meta.chain_id);
             match std::fs::rename(&from, &to) {
@@ -196,6 +197,7 @@ impl Store {
                 Err(e) => return Err(Error::io("publish layer", &to, e)),
             }
         }
+        super::fault::point("import-before-blobs");
         self.put_blob(&plan.config)?;
         if let Some(m) = &plan.manifest {
             self.put_blob(m)?;
@@ -236,14 +238,18 @@ impl Store {
             id: id.clone(),
             manifest: kept_manifest,
             manifests,
+            names: Vec::new(),
             layers: chains,
             diff_ids,
             repo_digests,
             size,
             loaded: now_rfc3339(),
         };
-        self.put_image(&rec)?;
+        super::fault::point("import-before-record");
+        // The record is written under the refs lock, which also keeps its names.
         self.update_refs(|refs| {
+            self.put_image(&rec)?;
+            super::fault::point("import-before-refs");
             for n in &plan.names {
                 refs.insert(n.to_string(), id.clone());
             }
@@ -322,7 +328,7 @@ impl Store {
 
     /// Bottom-up, gives each staged layer's implicit directories the attributes they have in
     /// the layers below (staged or published).
-    fn inherit_implicit_dirs(
+    pub(super) fn inherit_implicit_dirs(
         &self,
         staged: &[Staged],
         chains: &[Digest],
@@ -406,7 +412,7 @@ fn sync_fs(p: &Path) -> Result<()> {
 
 /// Extracts one layer into staging/CHAIN/diff while hashing the blob and the tar stream.
 #[allow(clippy::too_many_arguments)]
-fn extract_one(
+pub(super) fn extract_one(
     input: &LayerInput,
     index: usize,
     diff_id: &Digest,
@@ -463,7 +469,9 @@ fn extract_one(
             actual: got_diff.to_string(),
         });
     }
+    let tree = super::fsck::tree_summary(&dir.join("diff"))?;
     let meta = LayerMeta {
+        tree: Some(tree),
         chain_id: chain.clone(),
         diff_id: diff_id.clone(),
         parent,
