@@ -48,15 +48,22 @@ fn write_report(out: &mut dyn Write, r: &FsckReport, repair: bool) -> std::io::R
             Outcome::Repaired(what) => writeln!(out, "  repaired: {what}")?,
             Outcome::Repairable(what) => writeln!(out, "  --repair would: {what}")?,
             Outcome::Manual(what) => writeln!(out, "  needs you: {what}")?,
+            Outcome::Leftover(what) => writeln!(out, "  {what}")?,
         }
     }
     let left = r
         .findings
         .iter()
-        .filter(|f| !matches!(f.outcome, Outcome::Repaired(_)))
+        .filter(|f| !matches!(f.outcome, Outcome::Repaired(_) | Outcome::Leftover(_)))
         .count();
     match (r.findings.len(), left) {
-        (0, _) => writeln!(out, "the store is clean"),
+        (_, 0)
+            if r.findings
+                .iter()
+                .all(|f| !matches!(f.outcome, Outcome::Repaired(_))) =>
+        {
+            writeln!(out, "the store is clean")
+        }
         (n, 0) => writeln!(out, "{n} problem(s) repaired; the store is clean"),
         (_, n) if repair => writeln!(out, "{n} problem(s) left"),
         (_, n) => writeln!(out, "{n} problem(s) found"),

@@ -12,7 +12,8 @@
 //! | image record naming a missing manifest   | the manifest reference dropped                  |
 //! | refs.json unreadable or missing          | rebuilt from the names the image records keep   |
 //! | name of an image that does not exist     | removed                                         |
-//! | layers and blobs no image needs          | removed (as `prune` would)                      |
+//! | layers and blobs no image needs          | removed (as `prune` would); a leftover of an    |
+//! |                                          | interrupted command, not damage                 |
 //!
 //! What cannot be repaired (a layer whose blob is gone too) is reported with what to do. The
 //! check holds the store lock shared; `--repair` holds it exclusively.
@@ -49,6 +50,9 @@ pub enum Outcome {
     Repairable(String),
     /// Needs the user: what to do.
     Manual(String),
+    /// Not damage: what a command stopped half-way leaves and the next `prune` or `--repair`
+    /// removes (unused layers, a stale copy of names). Does not make the store unclean.
+    Leftover(String),
 }
 
 /// Everything `fsck` found.
@@ -65,7 +69,7 @@ impl FsckReport {
     pub fn is_clean(&self) -> bool {
         self.findings
             .iter()
-            .all(|f| matches!(f.outcome, Outcome::Repaired(_)))
+            .all(|f| matches!(f.outcome, Outcome::Repaired(_) | Outcome::Leftover(_)))
     }
 }
 
@@ -101,6 +105,19 @@ impl Checker<'_> {
     fn found(&mut self, problem: String, action: &str, fix: impl FnOnce() -> Result<()>) {
         let outcome = if !self.repair {
             Outcome::Repairable(action.to_string())
+        } else {
+            match fix() {
+                Ok(()) => Outcome::Repaired(action.to_string()),
+                Err(e) => Outcome::Manual(format!("repair failed: {e}")),
+            }
+        };
+        self.report.findings.push(Finding { problem, outcome });
+    }
+
+    /// Like [`Self::found`] for leftovers: repaired with `--repair`, harmless otherwise.
+    fn leftover(&mut self, problem: String, action: &str, fix: impl FnOnce() -> Result<()>) {
+        let outcome = if !self.repair {
+            Outcome::Leftover(format!("harmless; --repair or prune: {action}"))
         } else {
             match fix() {
                 Ok(()) => Outcome::Repaired(action.to_string()),
@@ -375,7 +392,7 @@ impl Checker<'_> {
                     want != have
                 });
                 if stale {
-                    self.found(
+                    self.leftover(
                         "the names kept in image records differ from refs.json".into(),
                         "copied the names of refs.json into the image records",
                         || store.update_refs(|_| Ok(())),
@@ -399,7 +416,7 @@ impl Checker<'_> {
             .filter(|c| !need.contains(c) && store.layer_dir(c).join("meta.json").is_file())
             .collect();
         if !orphans.is_empty() {
-            self.found(
+            self.leftover(
                 format!("{} layer(s) no image uses", orphans.len()),
                 "removed them and the blobs no image names",
                 || store.collect_garbage(&mut std::io::sink()).map(drop),

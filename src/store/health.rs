@@ -69,6 +69,27 @@ pub fn read_only_error(e: &std::io::Error) -> bool {
 }
 
 impl Store {
+    /// Gives a store without names an empty refs.json, so that a missing one always means it
+    /// was lost (a first load killed between its image record and its names leaves `{}`).
+    /// Published with link(2): an existing refs.json is never replaced.
+    pub(crate) fn ensure_refs(&self) -> Result<()> {
+        let p = self.refs_path();
+        if p.exists() || !list_hex(&self.root.join("images"), ".json")?.is_empty() {
+            return Ok(());
+        }
+        let st = self.staging()?;
+        let tmp = st.path().join("refs.json");
+        std::fs::write(&tmp, b"{}\n").map_err(|e| Error::io("write", &tmp, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("fsync", &tmp, e))?;
+        match std::fs::hard_link(&tmp, &p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io("link", &p, e)),
+        }
+    }
+
     /// Every image record that reads, and the ones that do not.
     pub fn images_readable(&self) -> Result<(Vec<ImageRecord>, Vec<Unreadable>)> {
         let mut good = Vec::new();

@@ -97,10 +97,14 @@ impl Store {
                 LockMode::Exclusive => lock.exclusive()?,
             }
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_owned(),
             _lock: Some(lock),
-        })
+        };
+        if writable {
+            store.ensure_refs()?;
+        }
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {
