@@ -203,8 +203,8 @@ fn lines(root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// BASE with the case's lines applied: `path ...` replaces or adds `path` (and drops what
-/// was below it), `-path` removes it.
+/// BASE with the case's lines applied: `path ...` replaces or adds `path` (a non-directory
+/// drops what was below it), `-path` removes it and what was below it.
 fn expected(extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = BASE.iter().map(|s| s.to_string()).collect();
     for e in extra {
@@ -212,10 +212,11 @@ fn expected(extra: &[&str]) -> Vec<String> {
             Some(p) => (p, false),
             None => (e.split(' ').next().unwrap_or(e), true),
         };
-        let changes_type = !v.iter().any(|l| l.starts_with(&format!("{path} d ")));
+        // A removed entry or a non-directory takes what was below it along.
+        let drop_children = !keep || e.split(' ').nth(1) != Some("d");
         v.retain(|l| {
             let p = l.split(' ').next().unwrap_or("");
-            p != path && !(changes_type && p.starts_with(&format!("{path}/")))
+            p != path && !(drop_children && p.starts_with(&format!("{path}/")))
         });
         if keep {
             v.push(e.to_string());
@@ -428,4 +429,33 @@ fn umoci_repack_of_dir_replaced_by_file() {
         ours.contains(&"srv/data/dir-to-file f:file 644".to_string()),
         "{ours:#?}"
     );
+}
+
+/// The umoci quirk loads the same in every layer compression (plain, gzip, zstd).
+#[test]
+fn whiteout_under_file_in_every_compression() {
+    common::require_root();
+    let tmp = tempfile::Builder::new()
+        .prefix("quirks-comp")
+        .tempdir_in(test_tmp())
+        .expect("tempdir");
+    let mut quirk = Layer::new();
+    quirk.file("d", b"now a file", 0o644).whiteout("d", "x");
+    let quirk = quirk.bytes();
+    let want = expected(&["d f:now a file 644"]);
+    let pack: [(&str, fn(&[u8]) -> Vec<u8>); 3] = [
+        ("plain", |b| b.to_vec()),
+        ("gzip", store_common::gzip),
+        ("zstd", store_common::zstd),
+    ];
+    for (name, compress) in pack {
+        let dir = tmp.path().join(name);
+        let layers = [base(), quirk.clone()];
+        let img = TestImage::new(layers.iter().map(|t| (compress(t), t.clone())).collect());
+        let layout = dir.join("layout");
+        let ann = serde_json::json!({"org.opencontainers.image.ref.name": "1"});
+        write_dir(&layout, &oci_files(&[(&img, ann)]));
+        let got = layerfs_view(&dir, &layout, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got, want, "{name}");
+    }
 }

@@ -181,8 +181,13 @@ impl Store {
     pub fn layer_meta(&self, chain: &Digest) -> Result<LayerMeta> {
         let p = self.layer_dir(chain).join("meta.json");
         let b = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
-        serde_json::from_slice(&b)
-            .map_err(|e| Error::Format(format!("{}: corrupt layer record: {e}", p.display())))
+        serde_json::from_slice(&b).map_err(|e| {
+            Error::Format(format!(
+                "{}: corrupt layer record: {e}; {}",
+                p.display(),
+                health::FSCK_HINT
+            ))
+        })
     }
 
     pub fn has_layer(&self, chain: &Digest) -> bool {
@@ -197,8 +202,13 @@ impl Store {
     pub fn image(&self, id: &Digest) -> Result<ImageRecord> {
         let p = self.image_path(id);
         let b = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
-        serde_json::from_slice(&b)
-            .map_err(|e| Error::Format(format!("{}: corrupt image record: {e}", p.display())))
+        serde_json::from_slice(&b).map_err(|e| {
+            Error::Format(format!(
+                "{}: corrupt image record: {e}; {}",
+                p.display(),
+                health::FSCK_HINT
+            ))
+        })
     }
 
     /// Every readable image record; an unreadable one is named in a warning and skipped
