@@ -377,3 +377,34 @@ fn a_read_only_store_can_be_listed() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("read-only"), "{err}");
 }
+
+#[test]
+fn same_size_change_needs_deep() {
+    let env = Env::new();
+    env.ok(&["fsck", "--deep"]);
+    let top = env.layers("t/a:1")[1].clone();
+    let f = env.path(&format!("layers/{top}/diff/data/x"));
+    // Same size and mtime: the summary check cannot see it.
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    std::fs::write(&f, b"yyyy").unwrap();
+    let file = std::fs::File::options().write(true).open(&f).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    env.fsck_clean();
+    let o = env.run(&["fsck", "--deep"]);
+    assert!(
+        !o.ok && o.stdout.contains("/data/x: contents differ"),
+        "{}",
+        o.stdout
+    );
+    let fixed = env.ok(&["fsck", "--deep", "--repair"]);
+    assert!(fixed.contains("re-extracted"), "{fixed}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"xxxx");
+    let o = env.ok(&["fsck", "--deep"]);
+    assert!(o.contains("the store is clean"), "{o}");
+    // A changed mode is found too.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = env.run(&["fsck", "--deep"]);
+    assert!(!o.ok && o.stdout.contains("mode"), "{}", o.stdout);
+}

@@ -14,11 +14,18 @@ pub struct FsckArgs {
     /// Repair what the store holds the means to repair (records, names, layers, orphans)
     #[arg(long)]
     pub repair: bool,
+    /// Also compare every layer byte by byte with a fresh extraction of its kept blob
+    #[arg(long)]
+    pub deep: bool,
 }
 
 pub fn run(root: Option<&Path>, a: &FsckArgs) -> Result<()> {
     let root = root.map_or_else(Store::default_root, Path::to_path_buf);
-    let report = fsck(&root, &FsckOptions { repair: a.repair })?;
+    let opts = FsckOptions {
+        repair: a.repair,
+        deep: a.deep,
+    };
+    let report = fsck(&root, &opts)?;
     let mut out = std::io::stdout().lock();
     write_report(&mut out, &report, a.repair).map_err(|e| Error::io("write", "<stdout>", e))?;
     if report.is_clean() {

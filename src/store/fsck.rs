@@ -15,16 +15,19 @@
 //! | layers and blobs no image needs          | removed (as `prune` would); a leftover of an    |
 //! |                                          | interrupted command, not damage                 |
 //!
+//! The tree check compares the entry count and bytes recorded at extraction; `--deep` also
+//! compares every entry (metadata, contents, xattrs) with a fresh extraction of the kept blob.
 //! What cannot be repaired (a layer whose blob is gone too) is reported with what to do. The
 //! check holds the store lock shared; `--repair` holds it exclusively.
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::blobs::LAYER_BLOB;
 use super::digest::Digest;
 use super::health::names_from_records;
 use super::import::{ImportOptions, LayerInput, extract_one};
 use super::records::{ImageRecord, LayerMeta, TreeSummary, now_rfc3339};
+use super::treecmp::first_difference;
 use super::{LockMode, Store, list_hex, remove_all};
 use crate::image::oci::{ImageConfig, chain_ids};
 use crate::{Error, Result};
@@ -33,6 +36,8 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsckOptions {
     pub repair: bool,
+    /// Compare every layer's tree byte by byte with a fresh extraction of its kept blob.
+    pub deep: bool,
 }
 
 /// One problem found, and what became of it.
@@ -84,6 +89,7 @@ pub fn fsck(root: &Path, opts: &FsckOptions) -> Result<FsckReport> {
     let mut ck = Checker {
         store: &store,
         repair: opts.repair,
+        deep: opts.deep,
         report: FsckReport::default(),
     };
     ck.layers()?;
@@ -97,6 +103,7 @@ pub fn fsck(root: &Path, opts: &FsckOptions) -> Result<FsckReport> {
 struct Checker<'a> {
     store: &'a Store,
     repair: bool,
+    deep: bool,
     report: FsckReport,
 }
 
@@ -214,7 +221,12 @@ impl Checker<'_> {
             )),
             _ => None,
         };
-        let Some(damage) = damage else { return Ok(()) };
+        let Some(damage) = damage else {
+            if self.deep && blob_ok {
+                self.deep_check(chain, &meta);
+            }
+            return Ok(());
+        };
         let problem = format!("layer {}: {damage}", chain.short());
         if blob_ok {
             self.found(problem, "re-extracted from its kept blob", || {
@@ -228,6 +240,34 @@ impl Checker<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Compares a layer's tree, entry by entry and byte by byte, with a fresh extraction of
+    /// its verified kept blob; a repair swaps that extraction in.
+    fn deep_check(&mut self, chain: &Digest, meta: &LayerMeta) {
+        let store = self.store;
+        let what = format!("layer {}", chain.short());
+        let fresh = match extract_fresh(store, chain, meta) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.manual(
+                    format!("{what}: its kept blob does not extract ({e})"),
+                    "load or pull the images that use it again",
+                );
+            }
+        };
+        match first_difference(&store.layer_diff(chain), &fresh.diff(chain)) {
+            Ok(None) => {}
+            Ok(Some(d)) => self.found(
+                format!("{what}: its tree differs from its kept blob at {d}"),
+                "re-extracted from its kept blob",
+                || swap_in(store, chain, meta, fresh),
+            ),
+            Err(e) => self.manual(
+                format!("{what}: cannot compare with its kept blob ({e})"),
+                "check the store's filesystem",
+            ),
+        }
     }
 
     fn blobs(&mut self) -> Result<()> {
@@ -491,8 +531,26 @@ fn rebuild_record(store: &Store, id: &Digest) -> Result<ImageRecord> {
     })
 }
 
+/// A layer extracted again from its kept blob, in staging.
+struct Fresh {
+    staging: super::Staging,
+    tree: Option<TreeSummary>,
+}
+
+impl Fresh {
+    fn diff(&self, chain: &Digest) -> PathBuf {
+        self.staging.path().join(chain.hex()).join("diff")
+    }
+}
+
 /// Extracts a layer again from its kept (verified) blob and swaps the new tree in.
 fn reextract(store: &Store, chain: &Digest, meta: &LayerMeta) -> Result<()> {
+    let fresh = extract_fresh(store, chain, meta)?;
+    swap_in(store, chain, meta, fresh)
+}
+
+/// Extracts a layer from its kept blob into staging, as a load would.
+fn extract_fresh(store: &Store, chain: &Digest, meta: &LayerMeta) -> Result<Fresh> {
     let Some(blob) = meta.blob.clone() else {
         return Err(Error::Format("the layer keeps no blob".into()));
     };
@@ -532,14 +590,22 @@ fn reextract(store: &Store, chain: &Digest, meta: &LayerMeta) -> Result<()> {
         &bars,
     )?;
     store.inherit_implicit_dirs(std::slice::from_ref(&staged), &chains, staging.path())?;
-    let new_diff = staging.path().join(chain.hex()).join("diff");
+    Ok(Fresh {
+        staging,
+        tree: staged.meta.tree,
+    })
+}
+
+/// Replaces a layer's tree by a fresh extraction (the old one goes to staging).
+fn swap_in(store: &Store, chain: &Digest, meta: &LayerMeta, fresh: Fresh) -> Result<()> {
+    let new_diff = fresh.diff(chain);
     let old_diff = store.layer_diff(chain);
-    let aside = staging.path().join("old-diff");
+    let aside = fresh.staging.path().join("old-diff");
     if old_diff.exists() {
         std::fs::rename(&old_diff, &aside).map_err(|e| Error::io("rename", &old_diff, e))?;
     }
     std::fs::rename(&new_diff, &old_diff).map_err(|e| Error::io("rename", &old_diff, e))?;
     let mut m = meta.clone();
-    m.tree = staged.meta.tree;
+    m.tree = fresh.tree;
     write_meta(store, &m)
 }

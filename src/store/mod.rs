@@ -34,6 +34,7 @@ mod lock;
 pub mod output;
 mod pipeline;
 pub mod records;
+mod treecmp;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
