@@ -443,7 +443,8 @@ fn whiteout_under_file_in_every_compression() {
     quirk.file("d", b"now a file", 0o644).whiteout("d", "x");
     let quirk = quirk.bytes();
     let want = expected(&["d f:now a file 644"]);
-    let pack: [(&str, fn(&[u8]) -> Vec<u8>); 3] = [
+    type Compress = fn(&[u8]) -> Vec<u8>;
+    let pack: [(&str, Compress); 3] = [
         ("plain", |b| b.to_vec()),
         ("gzip", store_common::gzip),
         ("zstd", store_common::zstd),
