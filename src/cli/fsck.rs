@@ -5,7 +5,6 @@ use std::path::Path;
 
 use clap::Args;
 
-use crate::store::Store;
 use crate::store::fsck::{FsckOptions, FsckReport, Outcome, fsck};
 use crate::{Error, Result};
 
@@ -19,13 +18,12 @@ pub struct FsckArgs {
     pub deep: bool,
 }
 
-pub fn run(root: Option<&Path>, a: &FsckArgs) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+pub fn run(root: &Path, a: &FsckArgs) -> Result<()> {
     let opts = FsckOptions {
         repair: a.repair,
         deep: a.deep,
     };
-    let report = fsck(&root, &opts)?;
+    let report = fsck(root, &opts)?;
     let mut out = std::io::stdout().lock();
     write_report(&mut out, &report, a.repair).map_err(|e| Error::io("write", "<stdout>", e))?;
     if report.is_clean() {

@@ -23,13 +23,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::blobs::LAYER_BLOB;
-use super::digest::Digest;
 use super::health::names_from_records;
-use super::import::{ImportOptions, LayerInput, extract_one};
+use super::import::{ImportOptions, extract_one};
 use super::records::{ImageRecord, LayerMeta, TreeSummary, now_rfc3339};
 use super::treecmp::first_difference;
 use super::{LockMode, Store, list_hex, remove_all};
+use crate::digest::Digest;
 use crate::image::oci::{ImageConfig, chain_ids};
+use crate::image::plan::LayerInput;
 use crate::{Error, Result};
 
 /// What to do.
@@ -147,7 +148,7 @@ impl Checker<'_> {
         for e in rd.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if !super::digest::is_sha256_hex(&name) {
+            if !crate::digest::is_sha256_hex(&name) {
                 self.found(
                     format!("{}: not a layer (unexpected name)", path.display()),
                     "removed",
@@ -490,7 +491,7 @@ pub fn tree_summary(diff: &Path) -> Result<TreeSummary> {
 
 fn file_digest(p: &Path) -> Result<(Digest, u64)> {
     let f = std::fs::File::open(p).map_err(|e| Error::io("open", p, e))?;
-    let mut r = super::digest::HashingReader::new(f);
+    let mut r = crate::digest::HashingReader::new(f);
     std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::io("read", p, e))?;
     let (_, d, n) = r.finish();
     Ok((d, n))
