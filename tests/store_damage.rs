@@ -408,3 +408,34 @@ fn same_size_change_needs_deep() {
     let o = env.run(&["fsck", "--deep"]);
     assert!(!o.ok && o.stdout.contains("mode"), "{}", o.stdout);
 }
+
+#[test]
+fn damaged_container_record() {
+    let env = Env::new();
+    let cid = env
+        .ok(&["create", "t/a:1", "--name", "c1"])
+        .trim()
+        .to_string();
+    env.fsck_clean();
+    let meta = env.path(&format!("containers/{cid}/meta.json"));
+    std::fs::write(&meta, b"{\"image\": ").unwrap();
+    let dir = env.path(&format!("containers/{cid}"));
+    let o = env.run(&["fsck"]);
+    let shown = dir.display().to_string();
+    assert!(
+        !o.ok && o.stdout.contains("unreadable record") && o.stdout.contains(&shown),
+        "{}",
+        o.stdout
+    );
+    // Which image it pins is unknown: rmi deletes nothing and says what to do.
+    let e = env.fails(&["rmi", "t/b:1"]);
+    assert!(
+        e.contains("corrupt container record") && e.contains(&shown),
+        "{e}"
+    );
+    assert_eq!(env.names(), ["t/a:1", "t/b:1"]);
+    // The remedy works.
+    std::fs::remove_dir_all(&dir).unwrap();
+    env.fsck_clean();
+    env.ok(&["rmi", "t/b:1"]);
+}

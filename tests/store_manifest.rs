@@ -1,6 +1,7 @@
 //! A manifest is checked against its blobs even when the store already has the layers: a
 //! lying media type or digest is refused, each name keeps the manifest it was loaded with,
 //! and a later load never changes what another tag saves (umoci still reads it).
+mod registry_common;
 mod store_common;
 
 use std::path::Path;
@@ -228,6 +229,15 @@ fn each_tag_keeps_the_manifest_it_was_loaded_with() {
         "t/a:1 changed"
     );
     assert_eq!(m2["annotations"]["org.example.build"], "two", "{m2}");
+    // push sends each name's manifest too.
+    let reg = registry_common::Registry::start();
+    for (tag, m) in [("1", &m1), ("2", &m2)] {
+        let dest = format!("{}/keep/a:{tag}", reg.addr());
+        let (ok, text) = layerfs(&root, &["push", &format!("t/a:{tag}"), &dest]);
+        assert!(ok, "{text}");
+        let want = m["digest"].as_str().unwrap();
+        assert!(text.contains(want), "push t/a:{tag}: {text} (want {want})");
+    }
     // rmi of one tag keeps the other's manifest.
     let (ok, text) = layerfs(&root, &["rmi", "t/a:2"]);
     assert!(ok, "{text}");

@@ -12,6 +12,7 @@
 //! | image record naming a missing manifest   | the manifest reference dropped                  |
 //! | refs.json unreadable or missing          | rebuilt from the names the image records keep   |
 //! | name of an image that does not exist     | removed                                         |
+//! | container record unreadable, or naming a missing image | reported with what to remove |
 //! | layers and blobs no image needs          | removed (as `prune` would); a leftover of an    |
 //! |                                          | interrupted command, not damage                 |
 //!
@@ -97,6 +98,7 @@ pub fn fsck(root: &Path, opts: &FsckOptions) -> Result<FsckReport> {
     ck.blobs()?;
     ck.images()?;
     ck.refs()?;
+    ck.containers()?;
     ck.orphans()?;
     Ok(ck.report)
 }
@@ -439,6 +441,47 @@ impl Checker<'_> {
                         || store.update_refs(|_| Ok(())),
                     );
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Container records: readable, and naming an image the store has.
+    fn containers(&mut self) -> Result<()> {
+        let store = self.store;
+        let dir = store.containers_dir();
+        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))?;
+        for e in rd.flatten() {
+            let p = e.path().join("meta.json");
+            let id = e.file_name().to_string_lossy().into_owned();
+            let short = id.get(..12).unwrap_or(&id).to_string();
+            let image = std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+                })
+                .map(|v| v.get("image").and_then(|i| i.as_str()).map(str::to_owned));
+            match image {
+                Err(why) => self.manual(
+                    format!(
+                        "container {short}: unreadable record {} ({why})",
+                        p.display()
+                    ),
+                    &format!(
+                        "unmount it if it is mounted, then remove {} (its writable layer goes too)",
+                        e.path().display()
+                    ),
+                ),
+                Ok(Some(img)) => {
+                    let known = Digest::parse(&img).is_ok_and(|d| store.image_path(&d).is_file());
+                    if !known {
+                        self.manual(
+                            format!("container {short}: its image {img} is not in the store"),
+                            &format!("load or pull that image again, or `layerfs rm -f {short}`"),
+                        );
+                    }
+                }
+                Ok(None) => {}
             }
         }
         Ok(())

@@ -329,8 +329,14 @@ impl Store {
         for e in rd.flatten() {
             let p = e.path().join("meta.json");
             let Ok(b) = std::fs::read(&p) else { continue };
-            let v: serde_json::Value = serde_json::from_slice(&b)
-                .map_err(|e| Error::Format(format!("{}: corrupt: {e}", p.display())))?;
+            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|err| {
+                Error::Format(format!(
+                    "{}: corrupt container record ({err}): which image it uses is unknown, so \
+                     no image is removed; unmount that container if it is mounted and remove {}",
+                    p.display(),
+                    e.path().display()
+                ))
+            })?;
             if let Some(id) = v.get("image").and_then(|i| i.as_str()) {
                 out.insert(Digest::parse(id)?);
             }
