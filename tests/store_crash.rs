@@ -148,7 +148,7 @@ fn rerun(
     check_after_kill(work, &format!("{ctx}, after the rerun"));
 }
 
-/// SIGKILL at seeded random delays (0-200 ms) while `args` runs.
+/// SIGKILL at seeded random delays, up to the length of an uninterrupted run, while `args` runs.
 fn random_kills(
     name: &str,
     template: &Path,
@@ -157,12 +157,17 @@ fn random_kills(
     done: &dyn Fn(&Path),
     c: &mut Counts,
 ) {
+    // Delays spread over the time an uninterrupted run takes on this machine.
+    copy_tree(template, work);
+    let t0 = std::time::Instant::now();
+    ok(work, args);
+    let span = (t0.elapsed().as_micros() as u64).max(1000);
     let mut seed: u64 = 0x5eed_0000 ^ name.len() as u64;
     for i in 0..RANDOM_KILLS {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay = Duration::from_micros((seed >> 33) % 200_000);
+        let delay = Duration::from_micros((seed >> 33) % span);
         copy_tree(template, work);
         let mut child = Command::new(env!("CARGO_BIN_EXE_layerfs"))
             .arg("--root")

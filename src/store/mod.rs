@@ -29,6 +29,7 @@ mod gc;
 pub mod health;
 pub mod import;
 mod lock;
+pub mod ops;
 mod pipeline;
 pub mod records;
 pub mod save;
