@@ -249,7 +249,18 @@ proptest! {
         if let Ok(t) = serde_json::from_slice::<layerfs::registry::challenge::TokenResponse>(&token) {
             let _ = t.into_token();
         }
-        let _ = layerfs::registry::challenge::parse(&String::from_utf8_lossy(&header));
+        let header = String::from_utf8_lossy(&header);
+        // A Bearer realm is a URL the client will call; a Location header is joined to one.
+        if let Some(layerfs::registry::challenge::Challenge::Bearer { realm, .. }) =
+            layerfs::registry::challenge::parse(&header)
+            && let Ok(u) = layerfs::registry::url::Url::parse(&realm)
+        {
+            let _ = u.join(&String::from_utf8_lossy(&token));
+            let _ = u.redacted();
+        }
+        if let Ok(u) = layerfs::registry::url::Url::parse(&header) {
+            let _ = u.join("/v2/x/blobs/uploads/?a=b");
+        }
     }
 }
 
