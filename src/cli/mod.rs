@@ -11,6 +11,7 @@
 //! bench.rs      bench
 //! system.rs     version, info
 //! fsck.rs       fsck [--repair] [--deep]
+//! generate.rs   man pages and shell completions (hidden `generate`, for packagers)
 //! output.rs     tables, times, globs as the listings print them
 //! template.rs   --format templates (Go text/template style)
 //! ```
@@ -25,6 +26,7 @@ use crate::{Error, Result};
 pub mod bench;
 pub mod container;
 pub mod fsck;
+pub mod generate;
 pub mod mount;
 pub mod output;
 pub mod registry;
@@ -72,6 +74,9 @@ pub enum Command {
     System(system::SystemCommand),
     /// Check the store's records, blobs and layers; --repair fixes what it can
     Fsck(fsck::FsckArgs),
+    /// Write man pages or shell completions (for packagers)
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 /// Is `argv[1..]` one of fuse-overlayfs's forms, `-o ...lowerdir=... MNT` or
@@ -122,6 +127,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
         Command::Fsck(a) => fsck::run(&root, &a),
+        Command::Generate(cmd) => generate::run(cmd),
         Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
         Command::System(cmd) => system::system(&root, cmd),
     }
