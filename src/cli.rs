@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::Result;
 
+mod inspect;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "layerfs",
@@ -34,6 +36,8 @@ pub enum Command {
     Bench(Box<crate::bench::BenchArgs>),
     #[command(flatten)]
     Registry(crate::registry::commands::RegistryCommand),
+    #[command(flatten)]
+    Inspect(inspect::InspectCommand),
 }
 
 #[derive(Debug, Args)]
@@ -76,7 +80,9 @@ pub fn normalize_argv(mut argv: Vec<OsString>) -> Vec<OsString> {
     };
     let is_meta = matches!(first, "-h" | "--help" | "-V" | "--version" | "--root")
         || first.starts_with("--root=");
-    let known = SUBCOMMANDS.contains(&first) || crate::container::commands::NAMES.contains(&first);
+    let known = SUBCOMMANDS.contains(&first)
+        || crate::container::commands::NAMES.contains(&first)
+        || inspect::NAMES.contains(&first);
     if !is_meta && !known {
         argv.insert(1, OsString::from("mount"));
     }
@@ -93,6 +99,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Container(cmd) => crate::container::commands::run(cli.root.as_deref(), cmd),
         Command::Bench(args) => crate::bench::command(&args, cli.root.as_deref()),
         Command::Registry(cmd) => crate::registry::commands::run(cli.root.as_deref(), cmd),
+        Command::Inspect(cmd) => inspect::run(cli.root.as_deref(), cmd),
     }
 }
 

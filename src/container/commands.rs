@@ -1,5 +1,5 @@
-//! The container commands: create, ps, diff, commit, save, export, rm (mount and umount
-//! dispatch from `daemon.rs` into `mount.rs`).
+//! The container commands: create, ps, commit, save, export, rm (mount and umount
+//! dispatch from `daemon.rs` into `mount.rs`; `diff` is in `inspect/`).
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +11,7 @@ use serde_json::json;
 use super::commit::{CommitOptions, commit};
 use super::mount::{mounts_of, shown_image_name, unmount_container};
 use super::record::{ContainerRecord, Containers};
-use super::{changes, diff, export};
+use super::{changes, export};
 use crate::image::compress::Compression;
 use crate::image::save::{SaveFormat, save};
 use crate::reference::Reference;
@@ -25,8 +25,6 @@ pub enum ContainerCommand {
     Create(CreateArgs),
     /// List containers (mounted ones; -a for all)
     Ps(PsArgs),
-    /// Show what a container changed: A added, C changed, D deleted (docker diff)
-    Diff(DiffArgs),
     /// Make a new image from a container's changes
     Commit(CommitArgs),
     /// Write images to a docker archive, an OCI archive or an OCI layout directory
@@ -38,7 +36,7 @@ pub enum ContainerCommand {
 }
 
 /// Subcommand names, for the argv normaliser in `cli.rs`.
-pub const NAMES: &[&str] = &["create", "ps", "diff", "commit", "save", "export", "rm"];
+pub const NAMES: &[&str] = &["create", "ps", "commit", "save", "export", "rm"];
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -61,15 +59,6 @@ pub struct PsArgs {
     #[arg(long)]
     pub no_trunc: bool,
     /// Print JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct DiffArgs {
-    /// Container name or ID (prefix)
-    pub container: String,
-    /// Print JSON (docker's API form: Kind 0 = C, 1 = A, 2 = D)
     #[arg(long)]
     pub json: bool,
 }
@@ -137,7 +126,6 @@ pub fn run(root: Option<&Path>, cmd: ContainerCommand) -> Result<()> {
     match cmd {
         ContainerCommand::Create(a) => create(&store, &a, &mut out),
         ContainerCommand::Ps(a) => ps(&store, &a, &mut out),
-        ContainerCommand::Diff(a) => diff_cmd(&store, &a, &mut out),
         ContainerCommand::Commit(a) => commit_cmd(&store, &a, &mut out),
         ContainerCommand::Save(a) => {
             let format: SaveFormat = a.format.parse()?;
@@ -264,21 +252,6 @@ fn shown_mountpoint(mounts: &[PathBuf], served: bool) -> String {
         Some(p) if served => p.display().to_string(),
         Some(p) => format!("{} (stale)", p.display()),
     }
-}
-
-fn diff_cmd(store: &Store, a: &DiffArgs, out: &mut dyn Write) -> Result<()> {
-    let cs = Containers::new(store);
-    let rec = cs.resolve(&a.container)?;
-    let changes = diff::diff(&cs.upper(&rec.id), &super::mount::lowerdirs(store, &rec))?;
-    if a.json {
-        return emit(out, &diff::to_json(&changes));
-    }
-    let mut s = String::new();
-    for c in &changes {
-        s.push_str(&c.to_string());
-        s.push('\n');
-    }
-    emit(out, &s)
 }
 
 fn compression(s: &str) -> Result<Compression> {

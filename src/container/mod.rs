@@ -14,7 +14,6 @@
 pub mod changes;
 pub mod commands;
 pub mod commit;
-pub mod diff;
 pub mod export;
 pub mod lower;
 pub mod mount;
