@@ -6,6 +6,8 @@ use std::path::Path;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::inspect::diff::{self, Change, DiffOptions};
+use crate::inspect::efficiency::{self as eff, CiRules};
+use crate::inspect::layers::{self, LayersOptions, SortBy};
 use crate::inspect::target::{self, Target};
 use crate::inspect::{config, packages};
 use crate::store::output::human_size;
@@ -18,10 +20,68 @@ pub enum InspectCommand {
     /// D deleted. Without B: a container against its image, an image or layer against the
     /// layers below its top one
     Diff(DiffArgs),
+    /// Per layer of an image: the paths it adds (A), modifies (C) and removes (D), with sizes
+    Layers(LayersArgs),
+    /// dive's efficiency score, wasted bytes and the top wasted files; --ci checks thresholds
+    Efficiency(EfficiencyArgs),
 }
 
 /// Subcommand names, for the argv normaliser in `cli.rs`.
-pub const NAMES: &[&str] = &["diff"];
+pub const NAMES: &[&str] = &["diff", "layers", "efficiency"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    Path,
+    /// Largest first
+    Size,
+}
+
+#[derive(Debug, Args)]
+pub struct LayersArgs {
+    /// IMAGE, CONTAINER (its writable layer is the last), IMAGE@N or a layer
+    pub target: String,
+    /// Order of the paths within a layer
+    #[arg(long, value_enum, default_value = "path")]
+    pub sort: SortKey,
+    /// Only paths under this prefix (`/etc`), or matching this glob (`*.so*`; `*` crosses `/`)
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Only layer N (0 = bottom)
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Only the per-layer totals
+    #[arg(long)]
+    pub summary: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EfficiencyArgs {
+    /// IMAGE, CONTAINER, IMAGE@N or a layer
+    pub target: String,
+    /// How many of the top wasted files to list
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Check dive's CI rules and exit 1 when one fails (defaults: lowest efficiency 0.9,
+    /// highest user wasted percent 0.1, highest wasted bytes disabled)
+    #[arg(long)]
+    pub ci: bool,
+    /// Fail below this efficiency (0-1, or `disabled`)
+    #[arg(long, requires = "ci")]
+    pub lowest_efficiency: Option<String>,
+    /// Fail above this many wasted bytes (`20MB`, `1GiB`, `5000`, or `disabled`)
+    #[arg(long, requires = "ci")]
+    pub highest_wasted_bytes: Option<String>,
+    /// Fail above this ratio of wasted bytes to the bytes of all layers but the bottom one
+    /// (0-1, or `disabled`)
+    #[arg(long, requires = "ci")]
+    pub highest_user_wasted_percent: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DiffType {
@@ -61,6 +121,8 @@ pub fn run(root: Option<&Path>, cmd: InspectCommand) -> Result<()> {
     let mut out = stdout.lock();
     match cmd {
         InspectCommand::Diff(a) => diff_cmd(&store, &a, &mut out),
+        InspectCommand::Layers(a) => layers_cmd(&store, &a, &mut out),
+        InspectCommand::Efficiency(a) => efficiency_cmd(&store, &a, &mut out),
     }
 }
 
@@ -206,6 +268,175 @@ fn package_lines(ch: &[packages::PackageChange], sizes: bool) -> String {
         }
         line.push_str(&format!(" [{}]\n", p.manager));
         s.push_str(&line);
+    }
+    s
+}
+
+fn layers_cmd(store: &Store, a: &LayersArgs, out: &mut dyn Write) -> Result<()> {
+    let t = target::resolve(store, &a.target)?;
+    let opts = LayersOptions {
+        sort: match a.sort {
+            SortKey::Path => SortBy::Path,
+            SortKey::Size => SortBy::Size,
+        },
+        filter: a.filter.clone(),
+        layer: a.layer,
+    };
+    if let Some(n) = a.layer.filter(|&n| n >= t.layers.len()) {
+        return Err(Error::Usage(format!(
+            "--layer {n}: {} has {} layers, numbered 0 (bottom) to {}",
+            a.target,
+            t.layers.len(),
+            t.layers.len().saturating_sub(1)
+        )));
+    }
+    let all = layers::layer_changes(&t, &opts)?;
+    if a.json {
+        let v: Vec<serde_json::Value> = all
+            .iter()
+            .map(|l| {
+                let changes: serde_json::Value =
+                    serde_json::from_str(&diff::to_json(&l.changes)).unwrap_or_default();
+                serde_json::json!({
+                    "Index": l.index, "Id": l.id, "CreatedBy": l.command,
+                    "Totals": l.totals, "Changes": changes,
+                })
+            })
+            .collect();
+        return emit(out, &json(&v));
+    }
+    let mut s = String::new();
+    for l in &all {
+        let id =
+            l.id.strip_prefix("sha256:")
+                .map_or(l.id.as_str(), |h| &h[..12.min(h.len())]);
+        let t = &l.totals;
+        s.push_str(&format!(
+            "Layer {} {id}: {} added, {} modified, {} removed; +{} -{}\n",
+            l.index,
+            t.added,
+            t.modified,
+            t.removed,
+            human_size(t.added_bytes),
+            human_size(t.removed_bytes)
+        ));
+        if let Some(c) = &l.command {
+            s.push_str(&format!("  created by: {c}\n"));
+        }
+        if !a.summary {
+            for line in file_lines(&l.changes, true).lines() {
+                s.push_str("  ");
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    }
+    emit(out, &s)
+}
+
+fn ratio_rule(name: &str, v: Option<&str>, default: Option<f64>) -> Result<Option<f64>> {
+    let Some(v) = v else { return Ok(default) };
+    if disabled(v) {
+        return Ok(None);
+    }
+    match v.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
+        _ => Err(Error::Usage(format!(
+            "--{name} {v:?}: give a ratio between 0 and 1 (0.9 = 90%), or `disabled`"
+        ))),
+    }
+}
+
+fn disabled(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "" | "disabled" | "off" | "false"
+    )
+}
+
+fn ci_rules(a: &EfficiencyArgs) -> Result<CiRules> {
+    Ok(CiRules {
+        lowest_efficiency: ratio_rule(
+            "lowest-efficiency",
+            a.lowest_efficiency.as_deref(),
+            Some(0.9),
+        )?,
+        highest_wasted_bytes: match a.highest_wasted_bytes.as_deref() {
+            None => None,
+            Some(v) if disabled(v) => None,
+            Some(v) => Some(eff::parse_bytes(v)?),
+        },
+        highest_user_wasted_percent: ratio_rule(
+            "highest-user-wasted-percent",
+            a.highest_user_wasted_percent.as_deref(),
+            Some(0.1),
+        )?,
+    })
+}
+
+fn efficiency_cmd(store: &Store, a: &EfficiencyArgs, out: &mut dyn Write) -> Result<()> {
+    let t = target::resolve(store, &a.target)?;
+    let rules = if a.ci { Some(ci_rules(a)?) } else { None };
+    let e = eff::analyze(&t)?;
+    let results = rules
+        .as_ref()
+        .map(|r| eff::evaluate(&e, r))
+        .unwrap_or_default();
+    let failed = results.iter().any(|r| r.passed == Some(false));
+    if a.json {
+        let mut v = serde_json::to_value(&e).unwrap_or_default();
+        if a.ci {
+            v["ci"] = serde_json::json!({"passed": !failed, "rules": results});
+        }
+        emit(out, &json(&v))?;
+    } else {
+        emit(out, &efficiency_text(&e, a.top, &results))?;
+    }
+    if failed {
+        let _ = out.flush();
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn efficiency_text(e: &eff::Efficiency, top: usize, results: &[eff::RuleResult]) -> String {
+    let mut s = format!(
+        "efficiency: {:.4} %\nwasted bytes: {} ({} bytes)\nuser wasted percent: {:.4} %\n\
+         image size: {}, user size (all layers but the bottom one): {}\n",
+        e.efficiency * 100.0,
+        human_size(e.wasted_bytes),
+        e.wasted_bytes,
+        e.user_wasted_percent * 100.0,
+        human_size(e.size_bytes),
+        human_size(e.user_size_bytes),
+    );
+    if !e.inefficiencies.is_empty() {
+        s.push_str("\nCOUNT  TOTAL SPACE  PATH\n");
+        for i in e.inefficiencies.iter().take(top) {
+            s.push_str(&format!(
+                "{:<6} {:<12} {}\n",
+                i.count,
+                human_size(i.cumulative_size),
+                i.path
+            ));
+        }
+    }
+    if !results.is_empty() {
+        s.push('\n');
+        for r in results {
+            let verdict = match r.passed {
+                Some(true) => "PASS",
+                Some(false) => "FAIL",
+                None => "SKIP",
+            };
+            s.push_str(&format!("{verdict} {}: {}\n", r.rule, r.message));
+        }
+        let failed = results.iter().any(|r| r.passed == Some(false));
+        s.push_str(if failed {
+            "result: FAIL\n"
+        } else {
+            "result: PASS\n"
+        });
     }
     s
 }

@@ -8,7 +8,9 @@
 //! container, reference, error, sys (not cli, fuse, bench).
 pub mod config;
 pub mod diff;
+pub mod efficiency;
 pub mod fsread;
+pub mod layers;
 pub mod packages;
 pub mod target;
 
