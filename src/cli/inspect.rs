@@ -24,10 +24,23 @@ pub enum InspectCommand {
     Layers(LayersArgs),
     /// dive's efficiency score, wasted bytes and the top wasted files; --ci checks thresholds
     Efficiency(EfficiencyArgs),
+    /// Browse an image's or container's layers and files in the terminal (no mount needed)
+    Explore(ExploreArgs),
 }
 
+mod explore;
+
 /// Subcommand names, for the argv normaliser in `cli.rs`.
-pub const NAMES: &[&str] = &["diff", "layers", "efficiency"];
+pub const NAMES: &[&str] = &["diff", "layers", "efficiency", "explore"];
+
+#[derive(Debug, Args)]
+pub struct ExploreArgs {
+    /// IMAGE, CONTAINER, IMAGE@N or a layer
+    pub target: String,
+    /// Mark the tree against this image instead of the layer below (also: key d)
+    #[arg(long)]
+    pub diff: Option<String>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SortKey {
@@ -123,6 +136,17 @@ pub fn run(root: Option<&Path>, cmd: InspectCommand) -> Result<()> {
         InspectCommand::Diff(a) => diff_cmd(&store, &a, &mut out),
         InspectCommand::Layers(a) => layers_cmd(&store, &a, &mut out),
         InspectCommand::Efficiency(a) => efficiency_cmd(&store, &a, &mut out),
+        InspectCommand::Explore(a) => {
+            drop(out);
+            let t = target::resolve(&store, &a.target)?;
+            let mut ex = crate::inspect::explore::Explorer::new(t)?;
+            if let Some(b) = &a.diff {
+                ex.compare = Some(target::resolve(&store, b)?);
+                ex.rebuild()?;
+            }
+            let resolve = |s: &str| target::resolve(&store, s);
+            explore::run(ex, &resolve)
+        }
     }
 }
 

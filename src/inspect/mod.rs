@@ -9,6 +9,7 @@
 pub mod config;
 pub mod diff;
 pub mod efficiency;
+pub mod explore;
 pub mod fsread;
 pub mod layers;
 pub mod packages;
