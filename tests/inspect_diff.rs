@@ -361,3 +361,57 @@ fn config_and_history() {
     let e = env.fails(&["diff", "--type", "config", "cfg:b"]);
     assert!(e.contains("is a layer, which has no config"), "{e}");
 }
+
+#[test]
+fn archives_without_loading() {
+    use store_common::{TestImage, docker25_files, legacy_files, oci_files, write_dir, write_tar};
+    let env = Env::new();
+    if !env.root_ok() {
+        return;
+    }
+    env.load_image(&[base_layer()], "test/v1:latest", None);
+    let tars = [base_layer(), v2_layer()];
+    let img = TestImage::new(
+        tars.iter()
+            .map(|t| (store_common::gzip(t), t.clone()))
+            .collect(),
+    );
+    let layout = env.tmp.path().join("v2-layout");
+    let ann = serde_json::json!({"io.containerd.image.name": "test/v2:latest"});
+    write_dir(&layout, &oci_files(&[(&img, ann)]));
+    let docker = env.tmp.path().join("v2-docker.tar");
+    write_tar(&docker, &docker25_files(&img, "test/v2:latest"));
+    let legacy = env.tmp.path().join("v2-legacy.tar");
+    write_tar(&legacy, &legacy_files(&img, &["test/v2:latest"]));
+    let images_before = env.ok(&["images", "-q", "-a"]);
+    let lp = layout.to_str().unwrap();
+    assert_eq!(env.ok(&["diff", "test/v1", lp]), V1_V2);
+    assert_eq!(env.ok(&["diff", &format!("oci:{lp}")]), V1_V2);
+    let dp = format!("docker-archive:{}", docker.display());
+    assert_eq!(env.ok(&["diff", &dp, "test/v1"]), V2_V1);
+    assert_eq!(
+        env.ok(&["diff", legacy.to_str().unwrap(), "test/v1"]),
+        V2_V1
+    );
+    let layers = env.ok(&["layers", "--summary", lp]);
+    assert!(
+        layers.contains(": 3 added, 12 modified, 2 removed;"),
+        "{layers}"
+    );
+    // Nothing was loaded, and no extracted layer is left behind.
+    assert_eq!(env.ok(&["images", "-q", "-a"]), images_before);
+    let tmp: Vec<_> = std::fs::read_dir(env.root.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    // A layer whose content is not the diff_id its config promises is refused.
+    let bad = TestImage::new(vec![
+        (store_common::gzip(&tars[0]), tars[0].clone()),
+        (store_common::gzip(&tars[1]), b"something else".to_vec()),
+    ]);
+    let bad_dir = env.tmp.path().join("bad-layout");
+    write_dir(&bad_dir, &oci_files(&[(&bad, serde_json::json!({}))]));
+    let e = env.fails(&["diff", "test/v1", bad_dir.to_str().unwrap()]);
+    assert!(
+        e.contains("bad-layout: layer 2") && e.contains("diff_id"),
+        "{e}"
+    );
+}

@@ -6,6 +6,7 @@
 //! directory fds and `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, and returns data; the
 //! command-line types and printing are in `cli/inspect.rs`. May import: image, store,
 //! container, reference, error, sys (not cli, fuse, bench).
+pub mod archive;
 pub mod config;
 pub mod diff;
 pub mod efficiency;

@@ -11,17 +11,22 @@
 //! |                              | layer 0 (`IMAGE@-1`: no layers at all)              |
 //! | `layer:X`, or a chain ID /   | that layer and every layer below it                 |
 //! | diff_id prefix               |                                                     |
+//! | `docker-archive:PATH`,       | the one image of a docker-archive, OCI layout or    |
+//! | `oci-archive:PATH`, `oci:`,  | OCI archive, read without loading it (see           |
+//! | `archive:`, or an existing   | `archive.rs`)                                       |
+//! | path containing `/`          |                                                     |
 //!
 //! An unqualified argument is tried as a container, then an image, then a layer. The *parent*
 //! of a target (what `diff A` compares A with) is its container's image for a container, and the
 //! same stack without its top layer otherwise, so `diff IMAGE` is its top layer's changes.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::diff::LayerRef;
 use crate::container::Containers;
-use crate::store::{Digest, ImageRecord, Store};
+use crate::store::{Digest, ImageRecord, Staging, Store};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +49,8 @@ pub struct Target {
     /// For images (and containers: their image), the image and how many of its layers the
     /// stack holds.
     pub image: Option<ImageRecord>,
+    /// Layers extracted from an archive for this target (removed when the last clone drops).
+    pub scratch: Option<Arc<Staging>>,
 }
 
 impl Target {
@@ -126,6 +133,7 @@ fn image_target(store: &Store, img: ImageRecord, label: &str, n: Option<usize>) 
         layers: image_layers(store, &img, n),
         config: Some(config),
         image: Some(img),
+        scratch: None,
     })
 }
 
@@ -153,6 +161,7 @@ fn container_target(store: &Store, s: &str) -> Result<Option<Target>> {
         layers,
         config: Some(config_of(store, &img)?),
         image: Some(img),
+        scratch: None,
     }))
 }
 
@@ -208,6 +217,7 @@ fn layer_target(store: &Store, s: &str) -> Result<Option<Target>> {
             .collect(),
         config: None,
         image: None,
+        scratch: None,
     }))
 }
 
@@ -220,8 +230,25 @@ fn split_layer_index(s: &str) -> Option<(&str, i64)> {
     Some((img, n.parse().ok()?))
 }
 
+/// Archive prefixes (skopeo's transport names) and what follows them.
+const ARCHIVE_PREFIXES: &[&str] = &["docker-archive:", "oci-archive:", "oci:", "archive:"];
+
+/// `docker-archive:PATH`, `oci-archive:PATH`, `oci:PATH`, `archive:PATH`, or an existing path
+/// written with a `/` (`./img.tar`, `/tmp/layout`).
+fn archive_path(s: &str) -> Option<&Path> {
+    for p in ARCHIVE_PREFIXES {
+        if let Some(rest) = s.strip_prefix(p) {
+            return Some(Path::new(rest));
+        }
+    }
+    (s.contains('/') && Path::new(s).exists()).then(|| Path::new(s))
+}
+
 /// Resolves one argument (see the module header).
 pub fn resolve(store: &Store, s: &str) -> Result<Target> {
+    if let Some(p) = archive_path(s) {
+        return super::archive::archive_target(store, p, s);
+    }
     if let Some((img, n)) = split_layer_index(s) {
         let rec = store.resolve(img)?;
         let count = rec.layers.len() as i64;
