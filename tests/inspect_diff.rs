@@ -4,7 +4,7 @@
 mod inspect_common;
 mod store_common;
 
-use inspect_common::{Env, base_layer, v2_layer};
+use inspect_common::{Env, V1_V2, base_layer, v2_layer};
 use store_common::Layer;
 
 fn v3_layer() -> Vec<u8> {
@@ -23,26 +23,6 @@ fn images(env: &Env) {
         None,
     );
 }
-
-const V1_V2: &str = "\
-C /big
-C /bin
-C /bin/tool
-C /data
-D /data/old
-C /etc
-C /etc/conf
-A /etc/new
-C /link
-C /mode
-C /opq
-A /opq/fresh
-D /opq/hidden
-C /owner
-C /wasdir
-C /wasfile
-A /wasfile/x
-";
 
 const V2_V1: &str = "\
 C /big

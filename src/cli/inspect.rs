@@ -1,6 +1,6 @@
 //! Command-line types and printing for the inspection commands: diff, layers, efficiency,
 //! explore. The work is done by `crate::inspect`.
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -10,6 +10,9 @@ use crate::inspect::efficiency::{self as eff, CiRules};
 use crate::inspect::layers::{self, LayersOptions, SortBy};
 use crate::inspect::target::{self, Target};
 use crate::inspect::{config, packages};
+use crate::reference::Reference;
+use crate::registry::auth::AuthFiles;
+use crate::registry::pull::{PullOptions, pull};
 use crate::store::output::human_size;
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
@@ -138,14 +141,14 @@ pub fn run(root: Option<&Path>, cmd: InspectCommand) -> Result<()> {
         InspectCommand::Efficiency(a) => efficiency_cmd(&store, &a, &mut out),
         InspectCommand::Explore(a) => {
             drop(out);
-            let t = target::resolve(&store, &a.target)?;
+            let t = resolve(&store, &a.target)?;
             let mut ex = crate::inspect::explore::Explorer::new(t)?;
             if let Some(b) = &a.diff {
-                ex.compare = Some(target::resolve(&store, b)?);
+                ex.compare = Some(resolve(&store, b)?);
                 ex.rebuild()?;
             }
-            let resolve = |s: &str| target::resolve(&store, s);
-            explore::run(ex, &resolve)
+            let find = |s: &str| target::resolve(&store, s);
+            explore::run(ex, &find)
         }
     }
 }
@@ -159,11 +162,48 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
+/// Whether `s` names an image in a registry host (`registry.example:5000/app:1`,
+/// `localhost/x`), which `resolve` may pull.
+fn names_registry(s: &str) -> Option<Reference> {
+    let first = s.split('/').next()?;
+    if !s.contains('/') || !(first.contains(['.', ':']) || first == "localhost") {
+        return None;
+    }
+    Reference::parse(s).ok()
+}
+
+/// Resolves an argument; an image reference naming a registry that is not in the store is
+/// pulled first (progress on stderr), like `docker run`.
+pub fn resolve(store: &Store, s: &str) -> Result<Target> {
+    match target::resolve(store, s) {
+        Err(Error::Usage(msg)) => {
+            let Some(r) = names_registry(s) else {
+                return Err(Error::Usage(msg));
+            };
+            eprintln!("layerfs: {s} is not in the store: pulling it");
+            let files = AuthFiles::from_env();
+            let opts = PullOptions {
+                progress: std::io::stderr().is_terminal(),
+                ..PullOptions::default()
+            };
+            pull(
+                store,
+                &r,
+                files.lookup(&r.registry)?,
+                &opts,
+                &mut std::io::stderr(),
+            )?;
+            target::resolve(store, s)
+        }
+        other => other,
+    }
+}
+
 /// The two sides of `diff A [B]`.
 pub fn sides(store: &Store, a: &str, b: Option<&str>) -> Result<(Target, Target)> {
-    let ta = target::resolve(store, a)?;
+    let ta = resolve(store, a)?;
     match b {
-        Some(b) => Ok((ta, target::resolve(store, b)?)),
+        Some(b) => Ok((ta, resolve(store, b)?)),
         None => Ok((ta.parent(), ta)),
     }
 }
@@ -297,7 +337,7 @@ fn package_lines(ch: &[packages::PackageChange], sizes: bool) -> String {
 }
 
 fn layers_cmd(store: &Store, a: &LayersArgs, out: &mut dyn Write) -> Result<()> {
-    let t = target::resolve(store, &a.target)?;
+    let t = resolve(store, &a.target)?;
     let opts = LayersOptions {
         sort: match a.sort {
             SortKey::Path => SortBy::Path,
@@ -399,7 +439,7 @@ fn ci_rules(a: &EfficiencyArgs) -> Result<CiRules> {
 }
 
 fn efficiency_cmd(store: &Store, a: &EfficiencyArgs, out: &mut dyn Write) -> Result<()> {
-    let t = target::resolve(store, &a.target)?;
+    let t = resolve(store, &a.target)?;
     let rules = if a.ci { Some(ci_rules(a)?) } else { None };
     let e = eff::analyze(&t)?;
     let results = rules

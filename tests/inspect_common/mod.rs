@@ -36,6 +36,10 @@ impl Env {
             .arg("--root")
             .arg(&self.root)
             .args(args)
+            // No registry credentials of the machine's user.
+            .env("HOME", self.tmp.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
             .output()
             .unwrap()
     }
@@ -133,3 +137,24 @@ pub fn v2_layer() -> Vec<u8> {
     l.file("big", &[b'B'; 1000], 0o644); // metadata only: mtime
     l.bytes()
 }
+
+/// The changes from the base to base + v2_layer, written by hand.
+pub const V1_V2: &str = "\
+C /big
+C /bin
+C /bin/tool
+C /data
+D /data/old
+C /etc
+C /etc/conf
+A /etc/new
+C /link
+C /mode
+C /opq
+A /opq/fresh
+D /opq/hidden
+C /owner
+C /wasdir
+C /wasfile
+A /wasfile/x
+";
