@@ -150,6 +150,7 @@ fn browse_view_extract_diff() {
     assert!(row(&s, "conf").unwrap().starts_with("C      4B"), "{s}");
     assert!(row(&s, "new").unwrap().starts_with("A      1B"), "{s}");
     assert!(row(&s, "keep").unwrap().starts_with("       1B"), "{s}");
+    eprintln!("explorer screen (layer 1, /etc open):\n{s}");
 
     // Changes only: keep disappears.
     t.keys(&["c"]);
