@@ -5,6 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::human::human_size;
 use crate::inspect::diff::{self, Change, DiffOptions};
 use crate::inspect::efficiency::{self as eff, CiRules};
 use crate::inspect::layers::{self, LayersOptions, SortBy};
@@ -13,7 +14,6 @@ use crate::inspect::{config, packages};
 use crate::reference::Reference;
 use crate::registry::auth::AuthFiles;
 use crate::registry::pull::{PullOptions, pull};
-use crate::store::output::human_size;
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -32,9 +32,6 @@ pub enum InspectCommand {
 }
 
 mod explore;
-
-/// Subcommand names, for the argv normaliser in `cli.rs`.
-pub const NAMES: &[&str] = &["diff", "layers", "efficiency", "explore"];
 
 #[derive(Debug, Args)]
 pub struct ExploreArgs {
@@ -130,9 +127,8 @@ pub struct DiffArgs {
     pub json: bool,
 }
 
-pub fn run(root: Option<&Path>, cmd: InspectCommand) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
-    let store = Store::open(&root, LockMode::Shared)?;
+pub fn run(root: &Path, cmd: InspectCommand) -> Result<()> {
+    let store = Store::open(root, LockMode::Shared)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cmd {

@@ -26,15 +26,18 @@ use serde_json::{Value, json};
 
 use super::changes::{self, Instruction};
 use super::record::{ContainerRecord, Containers};
+use crate::digest::Digest;
+use crate::digest::HashingWriter;
 use crate::image::compress::Compression;
 use crate::image::oci::Descriptor;
+use crate::image::oci::{OCI_CONFIG, layer_media_type, oci_manifest};
 use crate::image::pack::{PackError, open_tree, pack_dir};
-use crate::image::save::{OCI_CONFIG, layer_descriptor, layer_media_type, oci_manifest};
+use crate::image::plan::{ImagePlan, LayerInput};
 use crate::reference::Reference;
-use crate::store::digest::HashingWriter;
-use crate::store::import::{ImagePlan, ImportOptions, LayerInput};
+use crate::store::Store;
+use crate::store::import::ImportOptions;
 use crate::store::records::now_rfc3339;
-use crate::store::{Digest, Store};
+use crate::store::save::layer_descriptor;
 use crate::{Error, Result};
 
 /// Packs tried before giving up on a writable layer that keeps changing.
@@ -176,9 +179,11 @@ pub fn derive_config(
     let o = v.as_object_mut().ok_or_else(|| bad("not a JSON object"))?;
     let parent_created = o.get("created").cloned().unwrap_or(Value::Null);
     o.insert("created".into(), json!(now));
-    if let Some(a) = &opts.author {
-        o.insert("author".into(), json!(a));
-    }
+    // Like docker commit: the author is who commits (-a), never inherited from the parent.
+    match &opts.author {
+        Some(a) => o.insert("author".into(), json!(a)),
+        None => o.remove("author"),
+    };
     let mut cfg = match o.get("config") {
         Some(Value::Object(c)) => c.clone(),
         _ => serde_json::Map::new(),
@@ -241,7 +246,7 @@ fn layer_inputs(layers: &[Descriptor], blob: &Path) -> Vec<LayerInput> {
         .enumerate()
         .map(|(i, d)| {
             let p = blob.to_path_buf();
-            let open: crate::store::import::Opener = if i == last {
+            let open: crate::image::plan::Opener = if i == last {
                 Box::new(move || {
                     let f = File::open(&p).map_err(|e| Error::io("open", &p, e))?;
                     Ok(Box::new(f) as Box<dyn io::Read + Send>)

@@ -4,7 +4,7 @@ pub mod compress;
 pub mod load;
 pub mod oci;
 pub mod pack;
-pub mod save;
+pub mod plan;
 pub mod source;
 pub mod tarentry;
 pub mod tarwrite;

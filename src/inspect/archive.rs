@@ -12,13 +12,14 @@ use sha2::Digest as _;
 
 use super::diff::LayerRef;
 use super::target::{Target, TargetKind};
+use crate::digest::Digest;
 use crate::image::compress;
 use crate::image::load::{LoadOptions, plans};
 use crate::image::oci::{ImageConfig, chain_ids};
 use crate::image::source::Source;
 use crate::image::unpack::{Limits, open_layer_root, unpack_layer};
 use crate::image::write::copy_dir_attrs_from_lower;
-use crate::store::{Digest, Store};
+use crate::store::Store;
 use crate::{Error, Result};
 
 /// Hashes what passes through (the uncompressed layer: its diff_id).

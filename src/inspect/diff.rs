@@ -39,9 +39,9 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use super::fsread;
+use super::fsread::is_wh_name;
 use crate::container::lower::{DirLayers, Found, LayerStack, child_path};
 use crate::image::pack::sorted_names;
-use crate::overlay::whiteout::is_wh_name;
 use crate::{Error, Result, sys};
 
 /// One layer of a stack: an overlay-format directory and what identifies it (a chain ID, or a

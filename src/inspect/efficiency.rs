@@ -27,10 +27,10 @@ use rustix::fs::{FileType, OFlags};
 use serde::Serialize;
 
 use super::diff::{os, subtree_size};
+use super::fsread::is_wh_name;
 use super::target::Target;
 use crate::container::lower::{Found, LayerStack, child_path};
 use crate::image::pack::sorted_names;
-use crate::overlay::whiteout::is_wh_name;
 use crate::{Error, Result, sys};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -78,3 +78,10 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(got)
 }
+
+/// Names beginning with `.wh.` are other tools' whiteout markers (containers-storage under a
+/// mount program); like the driver, inspection never shows them as entries.
+pub fn is_wh_name(name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().starts_with(b".wh.")
+}

@@ -26,7 +26,8 @@ use serde_json::Value;
 
 use super::diff::LayerRef;
 use crate::container::Containers;
-use crate::store::{Digest, ImageRecord, Staging, Store};
+use crate::digest::Digest;
+use crate::store::{ImageRecord, Staging, Store};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

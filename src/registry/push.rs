@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use super::client::{Body, Client, ClientOptions, Method, Request, Stats, header};
 use super::docs::{OCI_CONFIG, blob_path, manifest_accept, manifest_media_type, manifest_path};
 use super::{auth::Credentials, challenge::repo_scope, parallel_map};
+use crate::digest::Digest;
 use crate::image::compress::{Compression, sniff};
 use crate::image::oci::{Document, Manifest, OCI_MANIFEST, parse_document};
 use crate::reference::Reference;
-use crate::store::{Digest, ImageRecord, Store};
+use crate::store::{ImageRecord, Store};
 use crate::{Error, Result};
 
 /// How many repositories a mount is tried from before uploading.

@@ -8,9 +8,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
+use crate::human::human_size;
 use crate::inspect::diff::ChangeKind;
 use crate::inspect::explore::{Explorer, Focus, Key, NodeKind, PromptKind, Resolver};
-use crate::store::output::human_size;
 use crate::{Error, Result};
 
 /// Every key, in one line of at most 80 columns.

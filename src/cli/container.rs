@@ -1,21 +1,21 @@
-//! The container commands: create, ps, commit, save, export, rm (mount and umount
-//! dispatch from `daemon.rs` into `mount.rs`; `diff` is in `inspect/`).
-use std::collections::HashSet;
+//! The container commands: create, ps, commit, save, export, rm (mount and umount are in
+//! `mount.rs`; `diff` is in `inspect.rs`).
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::commit::{CommitOptions, commit};
-use super::mount::{mounts_of, shown_image_name, unmount_container};
-use super::record::{ContainerRecord, Containers};
-use super::{changes, export};
+use super::output::{emit, emit_formatted, human_ago, table, to_json};
+use super::template::default_header;
+use crate::container::commit::{CommitOptions, commit};
+use crate::container::mount::{lowerdirs, mounts_of, shown_image_name, unmount_container};
+use crate::container::record::{ContainerRecord, Containers, upper_size};
+use crate::container::{changes, export};
+use crate::human::human_size;
 use crate::image::compress::Compression;
-use crate::image::save::{SaveFormat, save};
 use crate::reference::Reference;
-use crate::store::output::{human_ago, human_size, table};
+use crate::store::save::{SaveFormat, save};
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -34,9 +34,6 @@ pub enum ContainerCommand {
     /// Remove containers and everything they wrote
     Rm(RmArgs),
 }
-
-/// Subcommand names, for the argv normaliser in `cli.rs`.
-pub const NAMES: &[&str] = &["create", "ps", "commit", "save", "export", "rm"];
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -59,8 +56,12 @@ pub struct PsArgs {
     #[arg(long)]
     pub no_trunc: bool,
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Format each row with a Go-style template (`table ...`, `json`). Fields: ID, Image,
+    /// ImageID, Names, Mountpoint, Size, CreatedSince, CreatedAt, State
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -118,9 +119,8 @@ pub struct RmArgs {
     pub force: bool,
 }
 
-pub fn run(root: Option<&Path>, cmd: ContainerCommand) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
-    let store = Store::open(&root, LockMode::Shared)?;
+pub fn run(root: &Path, cmd: ContainerCommand) -> Result<()> {
+    let store = Store::open(root, LockMode::Shared)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cmd {
@@ -136,36 +136,11 @@ pub fn run(root: Option<&Path>, cmd: ContainerCommand) -> Result<()> {
     }
 }
 
-fn emit(out: &mut dyn Write, s: &str) -> Result<()> {
-    out.write_all(s.as_bytes())
-        .map_err(|e| Error::io("write", "<stdout>", e))
-}
-
 fn create(store: &Store, a: &CreateArgs, out: &mut dyn Write) -> Result<()> {
     let img = store.resolve(&a.image)?;
     let rec =
         Containers::new(store).create(&img, &shown_image_name(&a.image), a.name.as_deref())?;
     emit(out, &format!("{}\n", rec.id))
-}
-
-/// Bytes and inodes of a writable layer (each inode once; directories not counted).
-pub fn upper_size(p: &Path) -> u64 {
-    fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
-        let Ok(rd) = std::fs::read_dir(p) else { return };
-        for e in rd.flatten() {
-            let Ok(md) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if md.is_dir() {
-                walk(&e.path(), seen, total);
-            } else if md.nlink() == 1 || seen.insert((md.dev(), md.ino())) {
-                *total += md.size();
-            }
-        }
-    }
-    let mut total = 0;
-    walk(p, &mut HashSet::new(), &mut total);
-    total
 }
 
 fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
@@ -211,10 +186,30 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
                 })
             })
             .collect();
-        return emit(
-            out,
-            &(serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"),
-        );
+        return emit(out, &to_json(&v));
+    }
+    if let Some(f) = &a.format {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(&sizes)
+            .map(|((r, m, served), (rw, virt))| {
+                json!({
+                    "ID": id_of(r), "Image": r.image_name,
+                    "ImageID": r.image.to_string(), "Names": r.name,
+                    "Mountpoint": shown_mountpoint(m, *served),
+                    "Size": format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
+                    "CreatedSince": human_ago(Some(&r.created)), "CreatedAt": r.created,
+                    "State": if m.is_empty() { "unmounted" } else if *served { "mounted" } else { "stale" },
+                })
+            })
+            .collect();
+        let headers = |f: &str| match f {
+            "ID" => "CONTAINER ID".to_string(),
+            "Names" => "NAME".to_string(),
+            "CreatedSince" | "CreatedAt" => "CREATED".to_string(),
+            f => default_header(f),
+        };
+        return emit_formatted(out, f, &v, &headers);
     }
     let lines: Vec<Vec<String>> = rows
         .iter()
@@ -244,6 +239,43 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
             &lines,
         ),
     )
+}
+
+/// A container as `inspect` shows it: docker's field names where docker has one.
+pub fn container_json(store: &Store, rec: &ContainerRecord) -> serde_json::Value {
+    let cs = Containers::new(store);
+    let mounts = mounts_of(rec);
+    let served = !mounts.is_empty() && cs.is_served(&rec.id).unwrap_or(false);
+    let upper = cs.upper(&rec.id);
+    let rw = upper_size(&upper);
+    let lowers: Vec<String> = lowerdirs(store, rec)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    json!({
+        "Id": rec.id.to_string(),
+        "Name": rec.name,
+        "Created": rec.created,
+        "Image": rec.image.to_string(),
+        "ImageName": rec.image_name,
+        "State": {
+            "Mounted": served,
+            "Stale": !mounts.is_empty() && !served,
+            "Mountpoints": mounts,
+        },
+        "Layers": rec.layers,
+        "SizeRw": rw,
+        "SizeRootFs": store.image(&rec.image).map_or(0, |i| i.size) + rw,
+        "GraphDriver": {
+            "Name": "layerfs",
+            "Data": {
+                "LowerDir": lowers.join(":"),
+                "UpperDir": upper,
+                "WorkDir": cs.work(&rec.id),
+                "MergedDir": mounts.first(),
+            },
+        },
+    })
 }
 
 fn shown_mountpoint(mounts: &[PathBuf], served: bool) -> String {
@@ -321,26 +353,7 @@ fn export_cmd(store: &Store, a: &ExportArgs) -> Result<()> {
             export::export(store, &rec, w)?;
             Ok(())
         }
-        Some(p) => {
-            let tmp = p.with_file_name(format!(
-                ".{}.layerfs-tmp-{}",
-                p.file_name()
-                    .map_or("export".into(), |n| n.to_string_lossy()),
-                std::process::id()
-            ));
-            let f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-            let r = export::export(store, &rec, std::io::BufWriter::new(f)).and_then(|(w, _)| {
-                let f = w
-                    .into_inner()
-                    .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
-                f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
-            });
-            if let Err(e) = r {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            std::fs::rename(&tmp, p).map_err(|e| Error::io("rename", p, e))
-        }
+        Some(p) => export::export_to_file(store, &rec, p),
     }
 }
 

@@ -7,13 +7,17 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::import::ImportOptions;
-use super::output::{glob, human_ago, human_size, table};
-use super::{Digest, ImageRecord, LockMode, Store};
+use super::output::{emit, emit_formatted, glob, human_ago, table, to_json};
+use super::template::default_header;
+use crate::container::record::Containers;
+use crate::digest::Digest;
+use crate::human::human_size;
 use crate::image::load::{LoadOptions, plans};
 use crate::image::oci::{ImageConfig, Platform};
 use crate::image::source::Source;
 use crate::reference::Reference;
+use crate::store::import::ImportOptions;
+use crate::store::{ImageRecord, LockMode, Store};
 use crate::{Error, Result};
 
 #[derive(Debug, Subcommand)]
@@ -67,14 +71,28 @@ pub struct ImagesArgs {
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Do not truncate image IDs
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format each row with a Go-style template ({{.Repository}}:{{.Tag}}, `table ...`,
+    /// `json`). Fields: ID, Repository, Tag, Digest, CreatedSince, CreatedAt, Size
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// Images or containers (names, references or ID prefixes)
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Format the output with a Go-style template, e.g. '{{.Config.Env}}' or '{{json .RootFS}}'
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Only look for this kind of object: image or container
+    #[arg(long = "type", value_name = "image|container")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -87,8 +105,12 @@ pub struct HistoryArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Format each row with a Go-style template. Fields: ID, CreatedSince, CreatedAt,
+    /// CreatedBy, Size, Comment
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -108,9 +130,12 @@ pub struct RmiArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove every image no container uses, not just dangling ones
+    /// Remove every image no container uses, not just dangling ones (asks first; -f skips)
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,30 +148,21 @@ pub struct DfArgs {
     pub json: bool,
 }
 
-/// Runs a store command against the store at `root` (default: [`Store::default_root`]).
-pub fn run(root: Option<&Path>, cmd: StoreCommand) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+/// Runs a store command against the store at `root`.
+pub fn run(root: &Path, cmd: StoreCommand) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cmd {
-        StoreCommand::Load(a) => load(&root, &a, &mut out),
-        StoreCommand::Images(a) => images(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
-        StoreCommand::Inspect(a) => inspect(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
-        StoreCommand::History(a) => history(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
-        StoreCommand::Tag(a) => tag(&Store::open(&root, LockMode::Shared)?, &a),
-        StoreCommand::Rmi(a) => rmi(&Store::open(&root, LockMode::Exclusive)?, &a, &mut out),
-        StoreCommand::Prune(a) => prune(&Store::open(&root, LockMode::Exclusive)?, &a, &mut out),
-        StoreCommand::Df(a) => df(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::Load(a) => load(root, &a, &mut out),
+        StoreCommand::Images(a) => images(&Store::open(root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::Inspect(a) => inspect(&Store::open(root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::History(a) => history(&Store::open(root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::Tag(a) => tag(&Store::open(root, LockMode::Shared)?, &a),
+        StoreCommand::Rmi(a) => rmi(&Store::open(root, LockMode::Exclusive)?, &a, &mut out),
+        StoreCommand::Prune(a) if !prune_confirmed(&a) => Ok(()),
+        StoreCommand::Prune(a) => prune(&Store::open(root, LockMode::Exclusive)?, &a, &mut out),
+        StoreCommand::Df(a) => df(&Store::open(root, LockMode::Shared)?, &a, &mut out),
     }
-}
-
-fn emit(out: &mut dyn Write, s: &str) -> Result<()> {
-    out.write_all(s.as_bytes())
-        .map_err(|e| Error::io("write", "<stdout>", e))
-}
-
-fn to_json(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
 pub fn load(root: &Path, a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
@@ -157,15 +173,23 @@ pub fn load(root: &Path, a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     };
     let scratch = store.staging()?;
     let src = Arc::new(Source::open(&a.input, scratch.path())?);
+    // Progress goes to stderr (or nowhere with -q); what was loaded goes to stdout, always.
     let mut sink = std::io::sink();
-    let out: &mut dyn Write = if a.quiet { &mut sink } else { out };
+    let mut stderr = std::io::stderr();
+    let progress: &mut dyn Write = if a.quiet { &mut sink } else { &mut stderr };
     let image_plans = plans(&src, &opts, &mut |w| eprintln!("warning: {w}"))?;
     let iopts = ImportOptions {
         progress: !a.quiet && std::io::stderr().is_terminal(),
         ..ImportOptions::default()
     };
     for plan in image_plans {
-        store.import(plan, &iopts, out)?;
+        let imported = store.import(plan, &iopts, progress)?;
+        if imported.names.is_empty() {
+            emit(out, &format!("Loaded image ID: {}\n", imported.id))?;
+        }
+        for n in &imported.names {
+            emit(out, &format!("Loaded image: {}\n", n.familiar()))?;
+        }
     }
     Ok(())
 }
@@ -238,7 +262,12 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
         let mut seen = BTreeSet::new();
         for r in &rows {
             if seen.insert(r.img.id.clone()) {
-                emit(out, &format!("{}\n", r.img.id.short()))?;
+                let id = if a.no_trunc {
+                    r.img.id.to_string()
+                } else {
+                    r.img.id.short().to_string()
+                };
+                emit(out, &format!("{id}\n"))?;
             }
         }
         return Ok(());
@@ -259,17 +288,40 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
+                let digest = digest_of(r);
                 json!({
-                    "Repository": r.name.as_ref().map_or("<none>".into(), |n| n.familiar_name()),
-                    "Tag": r.name.as_ref().and_then(|n| n.tag.clone()).unwrap_or("<none>".into()),
-                    "ID": r.img.id.to_string(),
-                    "Digest": digest_of(r),
+                    "Id": r.img.id.to_string(),
+                    "Repository": r.name.as_ref().map(|n| n.familiar_name()),
+                    "Tag": r.name.as_ref().and_then(|n| n.tag.clone()),
+                    "Digest": (digest != "<none>").then_some(digest),
                     "Created": r.config.created,
                     "Size": r.img.size,
                 })
             })
             .collect();
         return emit(out, &to_json(&json!(v)));
+    }
+    if let Some(f) = &a.format {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "ID": if a.no_trunc { r.img.id.to_string() } else { r.img.id.short().to_string() },
+                    "Repository": r.name.as_ref().map_or("<none>".into(), |n| n.familiar_name()),
+                    "Tag": r.name.as_ref().and_then(|n| n.tag.clone()).unwrap_or("<none>".into()),
+                    "Digest": digest_of(r),
+                    "CreatedSince": human_ago(r.config.created.as_deref()),
+                    "CreatedAt": r.config.created.clone().unwrap_or_default(),
+                    "Size": human_size(r.img.size),
+                })
+            })
+            .collect();
+        let headers = |f: &str| match f {
+            "ID" => "IMAGE ID".to_string(),
+            "CreatedSince" | "CreatedAt" => "CREATED".to_string(),
+            f => default_header(f),
+        };
+        return emit_formatted(out, f, &v, &headers);
     }
     let mut header = vec!["REPOSITORY", "TAG"];
     if a.digests {
@@ -292,7 +344,11 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
                 l.push(digest_of(r));
             }
             l.extend([
-                r.img.id.short().to_string(),
+                if a.no_trunc {
+                    r.img.id.to_string()
+                } else {
+                    r.img.id.short().to_string()
+                },
                 human_ago(r.config.created.as_deref()),
                 human_size(r.img.size),
             ]);
@@ -302,40 +358,77 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
     emit(out, &table(&header, &lines))
 }
 
+/// `inspect`: images and containers (a container's name or ID prefix is looked up first, as
+/// docker does; `--type` restricts the kind).
 fn inspect(store: &Store, a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
+    let cs = Containers::new(store);
     let mut all = Vec::new();
     for name in &a.images {
-        let img = store.resolve(name)?;
-        let raw: serde_json::Value = serde_json::from_slice(&store.read_blob(&img.id)?)
-            .map_err(|e| Error::Format(format!("config of {}: {e}", img.id)))?;
-        let tags: Vec<String> = store
-            .names_of(&img.id)?
-            .iter()
-            .filter_map(|n| Reference::parse(n).ok())
-            .map(|r| r.familiar())
-            .collect();
-        let lowers: Vec<String> = store
-            .lowerdirs(&img)
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        all.push(json!({
-            "Id": img.id.to_string(),
-            "RepoTags": tags,
-            "RepoDigests": img.repo_digests,
-            "Created": raw.get("created"),
-            "Architecture": raw.get("architecture"),
-            "Variant": raw.get("variant"),
-            "Os": raw.get("os"),
-            "Author": raw.get("author"),
-            "Config": raw.get("config"),
-            "RootFS": { "Type": "layers", "Layers": img.diff_ids },
-            "Size": img.size,
-            "GraphDriver": { "Name": "layerfs", "Data": { "LowerDir": lowers.join(":") } },
-            "Metadata": { "Loaded": img.loaded, "Manifest": img.manifest },
-        }));
+        let v = match a.kind.as_deref() {
+            Some("image") => image_json(store, &store.resolve(name)?)?,
+            Some("container") => super::container::container_json(store, &cs.resolve(name)?),
+            Some(k) => {
+                return Err(Error::Usage(format!(
+                    "inspect --type {k}: use image or container"
+                )));
+            }
+            None => match cs.find(name)? {
+                Some(rec) => super::container::container_json(store, &rec),
+                None => match store.resolve(name) {
+                    Ok(img) => image_json(store, &img)?,
+                    Err(Error::Usage(m)) if m.starts_with("no such image") => {
+                        return Err(Error::Usage(format!("no such image or container: {name}")));
+                    }
+                    Err(e) => return Err(e),
+                },
+            },
+        };
+        all.push(v);
     }
-    emit(out, &to_json(&json!(all)))
+    match &a.format {
+        Some(f) => {
+            let t = super::template::Template::parse(f)?;
+            let mut s = String::new();
+            for v in &all {
+                s.push_str(&t.render(v)?);
+                s.push('\n');
+            }
+            emit(out, &s)
+        }
+        None => emit(out, &to_json(&json!(all))),
+    }
+}
+
+/// An image as `inspect` shows it (docker's field names).
+fn image_json(store: &Store, img: &ImageRecord) -> Result<serde_json::Value> {
+    let raw: serde_json::Value = serde_json::from_slice(&store.read_blob(&img.id)?)
+        .map_err(|e| Error::Format(format!("config of {}: {e}", img.id)))?;
+    let tags: Vec<String> = store
+        .names_of(&img.id)?
+        .iter()
+        .filter_map(|n| Reference::parse(n).ok())
+        .map(|r| r.familiar())
+        .collect();
+    let lowers: Vec<String> = store
+        .lowerdirs(img)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok(json!({
+        "Id": img.id.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": img.repo_digests,
+        "Created": raw.get("created"),
+        "Architecture": raw.get("architecture"),
+        "Variant": raw.get("variant"),
+        "Os": raw.get("os"),
+        "Author": raw.get("author"),
+        "Config": raw.get("config"),
+        "RootFS": { "Type": "layers", "Layers": img.diff_ids },
+        "Size": img.size,
+        "GraphDriver": { "Name": "layerfs", "Data": { "LowerDir": lowers.join(":") } },
+        "Metadata": { "Loaded": img.loaded, "Manifest": img.manifest },
+    }))
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -385,9 +478,38 @@ fn history(store: &Store, a: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
         let v: Vec<_> = rows
             .iter()
             .enumerate()
-            .map(|(i, (h, size))| json!({"ID": id_of(i), "Created": h.created, "CreatedBy": h.created_by, "Size": size, "Comment": h.comment}))
+            .map(|(i, (h, size))| {
+                json!({
+                    "Id": (i == 0).then(|| img.id.to_string()),
+                    "Created": h.created, "CreatedBy": h.created_by, "Size": size,
+                    "Comment": h.comment, "EmptyLayer": h.empty_layer,
+                })
+            })
             .collect();
         return emit(out, &to_json(&json!(v)));
+    }
+    if let Some(f) = &a.format {
+        let v: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (h, size))| {
+                let by = h.created_by.clone().unwrap_or_default();
+                json!({
+                    "ID": id_of(i),
+                    "CreatedSince": human_ago(h.created.as_deref()),
+                    "CreatedAt": h.created.clone().unwrap_or_default(),
+                    "CreatedBy": if a.no_trunc { by } else { truncate(&by, 45) },
+                    "Size": human_size(*size),
+                    "Comment": h.comment.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let headers = |f: &str| match f {
+            "ID" => "IMAGE".to_string(),
+            "CreatedSince" | "CreatedAt" => "CREATED".to_string(),
+            f => default_header(f),
+        };
+        return emit_formatted(out, f, &v, &headers);
     }
     let lines: Vec<Vec<String>> = rows
         .iter()
@@ -472,6 +594,30 @@ fn rmi(store: &Store, a: &RmiArgs, out: &mut dyn Write) -> Result<()> {
     }
     store.delete_images(&delete, out)?;
     Ok(())
+}
+
+/// Asks `question [y/N]` on stderr and reads the answer from stdin, like docker: only `y` or
+/// `yes` agrees; end of input (a script without -f) is no.
+pub fn confirm(question: &str) -> bool {
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// `prune -a` asks first (before taking the store's lock), unless -f.
+fn prune_confirmed(a: &PruneArgs) -> bool {
+    if !a.all || a.force {
+        return true;
+    }
+    let yes = confirm(
+        "WARNING! This will remove all images without at least one container associated to \
+         them, tagged ones too.\nAre you sure you want to continue?",
+    );
+    if !yes {
+        eprintln!("Nothing removed (give -f to skip this question).");
+    }
+    yes
 }
 
 fn prune(store: &Store, a: &PruneArgs, out: &mut dyn Write) -> Result<()> {
