@@ -197,6 +197,26 @@ fn browse_view_extract_diff() {
     assert!(row(&s, "opq").unwrap().starts_with("A "), "{s}");
     eprintln!("explorer screen (layer 0):\n{s}");
 
+    // Sort by size (directories by their subtree): /big (1000 B) first, then /bin (100 B).
+    t.keys(&["Tab", "s"]);
+    let s = t.wait("sorted by size", |s| s.contains("[by size]"));
+    let tree: Vec<&str> = s
+        .lines()
+        .filter_map(|l| l.split('\u{2502}').nth(3))
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        tree[0].ends_with(" big") && tree[1].ends_with(" bin/"),
+        "{s}"
+    );
+    assert!(tree[1].starts_with("A    100B"), "{s}");
+    // Expand and collapse /bin.
+    t.keys(&["Down", "Right"]);
+    t.wait("/bin open", |s| row(s, "tool").is_some());
+    t.keys(&["Left"]);
+    t.wait("/bin closed", |s| row(s, "tool").is_none());
+
     t.keys(&["q"]);
     let start = Instant::now();
     while t.alive() {
