@@ -110,11 +110,13 @@ pub enum DiffType {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The old side: IMAGE, CONTAINER, IMAGE@N (its layers 0..=N, 0 = bottom), a layer's chain
-    /// ID or diff_id prefix; `image:`, `container:`, `layer:` force the kind
+    /// The old side (alone: what to show the changes of): IMAGE, CONTAINER, IMAGE@N (its layers
+    /// 0..=N, 0 = bottom), a layer's chain ID or diff_id prefix, an archive or OCI layout path
+    /// (docker-archive:, oci-archive:, oci:, or a path with a `/`); `image:`, `container:`,
+    /// `layer:` force the kind
     pub a: String,
-    /// The new side (same forms); default: A's parent (a container's image; an image without
-    /// its top layer)
+    /// The new side (same forms). Without it: A's parent against A (a container's image; an
+    /// image or layer without its top layer)
     pub b: Option<String>,
     /// What to compare
     #[arg(long = "type", value_enum, default_value = "file")]

@@ -26,6 +26,14 @@ impl Drop for TermGuard {
 }
 
 pub fn run(mut ex: Explorer, resolve: &Resolver<'_>) -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "explore is interactive: run it in a terminal (for scripts: `layerfs layers`, \
+             `layerfs diff`, `layerfs efficiency`)"
+                .into(),
+        ));
+    }
     let mut term = ratatui::try_init().map_err(|e| Error::io("open terminal", "/dev/tty", e))?;
     let _guard = TermGuard;
     let mut offset = 0usize;
