@@ -231,3 +231,163 @@ fn commit_does_not_inherit_the_author_and_load_q_names_the_image() {
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "app:3"])).unwrap();
     assert!(v[0]["Author"].is_null(), "{}", v[0]["Author"]);
 }
+
+#[test]
+fn docker_basics_filters_import_and_prunes() {
+    let env = Env::new();
+    let a = load_image(&env, "app:1", &[BASE]);
+    // Labels and times come from the config: make a second image by import, with a label.
+    let src = env.dir("rootfs2");
+    populate(&src, &["etc/os-release=ID=test", "bin/sh=#!", "empty/"]);
+    let tarball = env.path("rootfs2.tar.gz");
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -cf - . | gzip > {}",
+            src.display(),
+            tarball.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let id = env
+        .ok(&[
+            "import",
+            "-q",
+            tarball.to_str().unwrap(),
+            "imp:1",
+            "-c",
+            "LABEL team=infra",
+            "-c",
+            "CMD [\"/bin/sh\"]",
+            "-m",
+            "from a tarball",
+        ])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    // The layer is the tarball's tree.
+    let chain = env.ok(&["inspect", "-f", "{{index .RootFS.Layers 0}}", "imp:1"]);
+    let layer = env
+        .root
+        .join("layers")
+        .join(&chain.trim()[7..])
+        .join("diff");
+    assert_eq!(tree(&layer), tree(&src));
+    assert_eq!(
+        env.ok(&[
+            "inspect",
+            "-f",
+            "{{json .Config.Cmd}} {{.Config.Labels.team}}",
+            "imp:1"
+        ]),
+        "[\"/bin/sh\"] infra\n"
+    );
+    assert_eq!(
+        env.ok(&["history", "imp:1", "--format", "{{.Comment}}"]),
+        "from a tarball\n"
+    );
+    // The same through standard input, plain tar.
+    let plain = env.path("rootfs2.tar");
+    let st = std::process::Command::new("tar")
+        .args([
+            "-C",
+            src.to_str().unwrap(),
+            "-cf",
+            plain.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_layerfs"))
+        .args([
+            "--root",
+            env.root.to_str().unwrap(),
+            "import",
+            "-",
+            "imp:stdin",
+        ])
+        .stdin(std::fs::File::open(&plain).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = env.fails(&["import", env.path("nothing.tar").to_str().unwrap()]);
+    assert!(err.contains("nothing.tar"), "{err}");
+
+    // images REPO[:TAG] and the filters.
+    let names = |args: &[&str]| {
+        let mut v: Vec<String> = env
+            .ok(&[&["images", "--format", "{{.Repository}}:{{.Tag}}"], args].concat())
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["app"]), ["app:1"]);
+    assert_eq!(names(&["imp:stdin"]), ["imp:stdin"]);
+    assert_eq!(names(&["-f", "label=team=infra"]), ["imp:1"]);
+    assert_eq!(names(&["-f", "label=team"]), ["imp:1"]);
+    assert!(names(&["-f", "label=team=other"]).is_empty());
+    // app:1 was created in 2024; the imports now.
+    assert_eq!(names(&["-f", "before=imp:1"]), ["app:1"]);
+    assert!(names(&["-f", "since=app:1"]).contains(&"imp:1".to_string()));
+
+    // ps --filter
+    let c1 = env
+        .ok(&["create", "app:1", "--name", "one"])
+        .trim()
+        .to_string();
+    env.ok(&["create", "imp:1", "--name", "two"]);
+    assert_eq!(
+        env.ok(&["ps", "-a", "-q", "--no-trunc", "-f", "name=one"]),
+        format!("{c1}\n")
+    );
+    assert_eq!(
+        env.ok(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "-f",
+            &format!("ancestor={}", &a.hex()[..12])
+        ]),
+        "one\n"
+    );
+    assert_eq!(
+        env.ok(&["ps", "--format", "{{.Names}}", "-f", "status=mounted"]),
+        ""
+    );
+    assert_eq!(
+        env.ok(&["ps", "-a", "-q", "-f", "status=unmounted"])
+            .lines()
+            .count(),
+        2
+    );
+    env.fails(&["ps", "-f", "bogus=1"]);
+
+    // container prune asks; -f removes every unmounted container.
+    let o = env.cmd(&["container", "prune"]);
+    assert!(o.status.success());
+    assert_eq!(env.ok(&["ps", "-a", "-q"]).lines().count(), 2);
+    let out = env.ok(&["container", "prune", "-f"]);
+    assert!(
+        out.starts_with("Deleted Containers:\n") && out.contains(&c1),
+        "{out}"
+    );
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+
+    // system prune -a -f: every unused image goes.
+    env.ok(&["create", "imp:1", "--name", "keep"]);
+    let out = env.ok(&["system", "prune", "-a", "-f"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert_eq!(
+        env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .count(),
+        0
+    );
+    let df = env.ok(&["system", "df"]);
+    assert!(df.contains("Images"), "{df}");
+}

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::Result;
 use crate::store::Store;
+use crate::{Error, Result};
 
 pub mod bench;
 pub mod container;
@@ -66,6 +66,12 @@ pub enum Command {
     Info(system::InfoArgs),
     #[command(flatten)]
     Inspect(inspect::InspectCommand),
+    /// Manage containers as a group (prune)
+    #[command(name = "container", subcommand)]
+    ContainerGroup(container::ContainerGroup),
+    /// Store-wide housekeeping: prune, df
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 /// Is `argv[1..]` one of fuse-overlayfs's forms, `-o ...lowerdir=... MNT` or
@@ -116,6 +122,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
         Command::Inspect(cmd) => inspect::run(&root, cmd),
+        Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
+        Command::System(cmd) => system::system(&root, cmd),
+    }
+}
+
+/// The exit status for a failed command, as README documents it: 1 the request was refused
+/// (a check on what was asked failed), 3 bad input data, 4 a registry failed or refused, 5 a
+/// system call or I/O failed, 130 interrupted. (2 is clap's: the command line did not parse.)
+/// Exhaustive on purpose: a new variant must decide.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Sys(rustix::io::Errno::INTR) => 130,
+        Error::Usage(_) => 1,
+        Error::Format(_) | Error::DigestMismatch { .. } => 3,
+        Error::Registry(_) | Error::Auth(_) => 4,
+        Error::Sys(_) | Error::Io { .. } => 5,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The docker-style image commands: load, images, inspect, history, tag, rmi, prune, df.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,16 +7,16 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::output::{emit, emit_formatted, glob, human_ago, table, to_json};
+use super::output::{emit, emit_formatted, human_ago, table, to_json};
 use super::template::default_header;
 use crate::container::record::Containers;
-use crate::digest::Digest;
 use crate::human::human_size;
 use crate::image::load::{LoadOptions, plans};
 use crate::image::oci::{ImageConfig, Platform};
 use crate::image::source::Source;
 use crate::reference::Reference;
 use crate::store::import::ImportOptions;
+use crate::store::ops::{DiskUsage, ImageFilter, ImageRow};
 use crate::store::{ImageRecord, LockMode, Store};
 use crate::{Error, Result};
 
@@ -67,9 +67,13 @@ pub struct ImagesArgs {
     /// Show digests
     #[arg(long)]
     pub digests: bool,
-    /// Filter: dangling=true|false, reference=PATTERN
+    /// Filter (repeatable): dangling=true|false, reference=PATTERN, label=KEY[=VALUE],
+    /// before=IMAGE, since=IMAGE
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
+    /// Only this repository, or REPO:TAG
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub repository: Option<String>,
     /// Print JSON
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
@@ -194,70 +198,81 @@ pub fn load(root: &Path, a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Rows of `images`: one per name, or one `<none>` row for an unnamed image.
-struct ImageRow {
-    img: ImageRecord,
-    name: Option<Reference>,
-    config: ImageConfig,
+/// The `images` filters the store does not apply itself: labels and creation time relative to
+/// another image (docker's `label=`, `before=`, `since=`).
+#[derive(Default)]
+struct RowFilter {
+    labels: Vec<(String, Option<String>)>,
+    before: Option<String>,
+    since: Option<String>,
 }
 
-fn image_rows(store: &Store, a: &ImagesArgs) -> Result<Vec<ImageRow>> {
-    let mut dangling = None;
-    let mut patterns = Vec::new();
-    for f in &a.filters {
-        match f.split_once('=') {
-            Some(("dangling", v)) => dangling = Some(matches!(v, "true" | "1")),
-            Some(("reference", p)) => patterns.push(p.to_string()),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "unsupported filter {f:?}: use dangling=true|false or reference=PATTERN"
-                )));
+impl RowFilter {
+    /// Splits `filters` into the store's and these; `before`/`since` name images.
+    fn split(store: &Store, filters: &[String]) -> Result<(Vec<String>, RowFilter)> {
+        let mut rest = Vec::new();
+        let mut f = RowFilter::default();
+        let created = |name: &str| -> Result<String> {
+            let img = store.resolve(name)?;
+            let c = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
+            c.created.ok_or_else(|| {
+                Error::Usage(format!("image {name} has no creation time to compare with"))
+            })
+        };
+        for s in filters {
+            match s.split_once('=') {
+                Some(("label", kv)) => f.labels.push(match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (kv.to_string(), None),
+                }),
+                Some(("before", i)) => f.before = Some(created(i)?),
+                Some(("since", i)) => f.since = Some(created(i)?),
+                _ => rest.push(s.clone()),
             }
         }
+        Ok((rest, f))
     }
-    let mut by_id: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
-    for (name, id) in store.refs()? {
-        by_id.entry(id).or_default().push(Reference::parse(&name)?);
-    }
-    let mut rows = Vec::new();
-    for img in store.images()? {
-        let names = by_id.remove(&img.id).unwrap_or_default();
-        if dangling.is_some_and(|d| d != names.is_empty()) {
-            continue;
-        }
-        let config = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
-        let mut cand: Vec<Option<Reference>> = names.into_iter().map(Some).collect();
-        if cand.is_empty() {
-            cand.push(None);
-        }
-        for name in cand {
-            let shown = name.as_ref().map(|n| (n.familiar_name(), n.familiar()));
-            let keep = patterns.is_empty()
-                || shown.as_ref().is_some_and(|(n, full)| {
-                    patterns
-                        .iter()
-                        .any(|p| glob(p, if p.contains(':') { full } else { n }))
-                });
-            if keep {
-                rows.push(ImageRow {
-                    img: img.clone(),
-                    name,
-                    config: config.clone(),
-                });
-            }
-        }
-    }
-    rows.sort_by(|a, b| {
-        b.config
+
+    fn keeps(&self, r: &ImageRow) -> bool {
+        let labels = r
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.get("Labels"))
+            .and_then(|l| l.as_object());
+        let label_ok = self.labels.iter().all(|(k, v)| {
+            labels
+                .and_then(|l| l.get(k))
+                .is_some_and(|have| v.as_ref().is_none_or(|v| have.as_str() == Some(v)))
+        });
+        let t = r
+            .config
             .created
-            .cmp(&a.config.created)
-            .then(a.name.cmp(&b.name))
-    });
-    Ok(rows)
+            .as_deref()
+            .and_then(|c| c.parse::<jiff::Timestamp>().ok());
+        let cmp = |bound: &Option<String>, want: std::cmp::Ordering| match bound {
+            None => true,
+            Some(b) => match (t, b.parse::<jiff::Timestamp>().ok()) {
+                (Some(t), Some(b)) => t.cmp(&b) == want,
+                _ => false,
+            },
+        };
+        label_ok
+            && cmp(&self.before, std::cmp::Ordering::Less)
+            && cmp(&self.since, std::cmp::Ordering::Greater)
+    }
 }
 
 fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
-    let rows = image_rows(store, a)?;
+    let (mut filters, extra) = RowFilter::split(store, &a.filters)?;
+    if let Some(r) = &a.repository {
+        filters.push(format!("reference={r}"));
+    }
+    let rows: Vec<ImageRow> = store
+        .image_rows(&ImageFilter::parse(&filters)?)?
+        .into_iter()
+        .filter(|r| extra.keeps(r))
+        .collect();
     if a.quiet {
         let mut seen = BTreeSet::new();
         for r in &rows {
@@ -272,18 +287,7 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
         }
         return Ok(());
     }
-    let digest_of = |r: &ImageRow| {
-        r.name
-            .as_ref()
-            .and_then(|n| {
-                r.img
-                    .repo_digests
-                    .iter()
-                    .find(|d| d.starts_with(&format!("{}@", n.name())))
-            })
-            .and_then(|d| d.split_once('@').map(|(_, d)| d.to_string()))
-            .unwrap_or_else(|| "<none>".into())
-    };
+    let digest_of = |r: &ImageRow| r.repo_digest().unwrap_or_else(|| "<none>".into());
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -441,30 +445,7 @@ fn truncate(s: &str, n: usize) -> String {
 
 fn history(store: &Store, a: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
     let img = store.resolve(&a.image)?;
-    let config = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
-    let sizes: Vec<u64> = img
-        .layers
-        .iter()
-        .map(|c| store.layer_meta(c).map(|m| m.size))
-        .collect::<Result<_>>()?;
-    let mut hist = config.history.clone();
-    if hist.is_empty() {
-        hist = vec![Default::default(); sizes.len()];
-    }
-    let mut layer = 0;
-    let mut rows = Vec::new();
-    for h in &hist {
-        let size = if h.empty_layer {
-            0
-        } else {
-            sizes.get(layer).copied().unwrap_or(0)
-        };
-        if !h.empty_layer {
-            layer += 1;
-        }
-        rows.push((h, size));
-    }
-    rows.reverse();
+    let rows = store.history(&img)?;
     let id_of = |i: usize| match (i, a.no_trunc) {
         (0, true) => img.id.to_string(),
         (0, false) => img.id.short().to_string(),
@@ -478,10 +459,11 @@ fn history(store: &Store, a: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
         let v: Vec<_> = rows
             .iter()
             .enumerate()
-            .map(|(i, (h, size))| {
+            .map(|(i, r)| {
+                let h = &r.history;
                 json!({
                     "Id": (i == 0).then(|| img.id.to_string()),
-                    "Created": h.created, "CreatedBy": h.created_by, "Size": size,
+                    "Created": h.created, "CreatedBy": h.created_by, "Size": r.size,
                     "Comment": h.comment, "EmptyLayer": h.empty_layer,
                 })
             })
@@ -492,7 +474,8 @@ fn history(store: &Store, a: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
         let v: Vec<_> = rows
             .iter()
             .enumerate()
-            .map(|(i, (h, size))| {
+            .map(|(i, r)| {
+                let (h, size) = (&r.history, &r.size);
                 let by = h.created_by.clone().unwrap_or_default();
                 json!({
                     "ID": id_of(i),
@@ -514,13 +497,14 @@ fn history(store: &Store, a: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
     let lines: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
-        .map(|(i, (h, size))| {
+        .map(|(i, r)| {
+            let h = &r.history;
             let by = h.created_by.clone().unwrap_or_default();
             vec![
                 id_of(i),
                 human_ago(h.created.as_deref()),
                 if a.no_trunc { by } else { truncate(&by, 45) },
-                human_size(*size),
+                human_size(r.size),
                 h.comment.clone().unwrap_or_default(),
             ]
         })
@@ -550,50 +534,7 @@ fn tag(store: &Store, a: &TagArgs) -> Result<()> {
 }
 
 fn rmi(store: &Store, a: &RmiArgs, out: &mut dyn Write) -> Result<()> {
-    let in_use = store.images_in_use()?;
-    let mut delete = Vec::new();
-    for name in &a.images {
-        let img = store.resolve(name)?;
-        let names = store.names_of(&img.id)?;
-        let by_name = Reference::parse(name)
-            .ok()
-            .map(|r| r.to_string())
-            .filter(|n| names.contains(n));
-        let untag: Vec<String> = match by_name {
-            Some(n) => vec![n],
-            None if names.len() > 1 && !a.force => {
-                return Err(Error::Usage(format!(
-                    "image {} is referenced by {} names ({}): remove them by name or use -f",
-                    img.id.short(),
-                    names.len(),
-                    names.join(", ")
-                )));
-            }
-            None => names.clone(),
-        };
-        let left = names.len() - untag.len();
-        if left == 0 && in_use.contains(&img.id) && !a.force {
-            return Err(Error::Usage(format!(
-                "image {} is used by a container: remove the container first or use -f (untags only)",
-                img.id.short()
-            )));
-        }
-        store.update_refs(|refs| {
-            for n in &untag {
-                refs.remove(n);
-            }
-            Ok(())
-        })?;
-        for n in &untag {
-            let shown = Reference::parse(n).map_or(n.clone(), |r| r.familiar());
-            emit(out, &format!("Untagged: {shown}\n"))?;
-        }
-        if left == 0 && !in_use.contains(&img.id) {
-            delete.push(img.id);
-        }
-    }
-    store.delete_images(&delete, out)?;
-    Ok(())
+    store.remove_images(&a.images, a.force, out)
 }
 
 /// Asks `question [y/N]` on stderr and reads the answer from stdin, like docker: only `y` or
@@ -621,81 +562,43 @@ fn prune_confirmed(a: &PruneArgs) -> bool {
 }
 
 fn prune(store: &Store, a: &PruneArgs, out: &mut dyn Write) -> Result<()> {
-    let in_use = store.images_in_use()?;
-    let victims: Vec<ImageRecord> = if a.all {
-        store.images()?
-    } else {
-        store.dangling()?
-    }
-    .into_iter()
-    .filter(|i| !in_use.contains(&i.id))
-    .collect();
-    let ids: Vec<Digest> = victims.iter().map(|i| i.id.clone()).collect();
-    store.update_refs(|refs| {
-        refs.retain(|_, id| !ids.contains(id));
-        Ok(())
-    })?;
-    let reclaimed = store.delete_images(&ids, out)?;
+    let reclaimed = store.prune(a.all, out)?;
     emit(
         out,
         &format!("Total reclaimed space: {}\n", human_size(reclaimed)),
     )
 }
 
-fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
-    let images = store.images()?;
-    let in_use = store.images_in_use()?;
-    // Layer -> the images using it.
-    let mut users: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
-    for img in &images {
-        for l in img.layers.iter().collect::<BTreeSet<_>>() {
-            users.entry(l.clone()).or_default().push(img.id.clone());
-        }
-    }
-    let mut sizes = BTreeMap::new();
-    for l in store.layer_ids()? {
-        sizes.insert(l.clone(), store.layer_meta(&l)?.size);
-    }
-    let total: u64 = sizes.values().sum();
-    let active_layers: BTreeSet<&Digest> = images
-        .iter()
-        .filter(|i| in_use.contains(&i.id))
-        .flat_map(|i| i.layers.iter())
-        .collect();
-    let active_size: u64 = active_layers.iter().filter_map(|l| sizes.get(*l)).sum();
-    let shared: u64 = users
-        .iter()
-        .filter(|(_, u)| u.len() > 1)
-        .filter_map(|(l, _)| sizes.get(l))
-        .sum();
-    let reclaim = total - active_size;
-    let pct = |n: u64| (n * 100).checked_div(total).unwrap_or(0);
+pub fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
+    let u = store.disk_usage()?;
+    let (total, shared, reclaim) = (u.total, u.shared, u.reclaimable);
     if a.json {
         let v = json!({
-            "Images": { "Total": images.len(), "Active": in_use.len(), "Size": total, "Reclaimable": reclaim },
-            "Containers": { "Total": store.container_count() },
-            "Layers": { "Total": sizes.len(), "Shared": shared, "Unique": total - shared, "Size": total },
+            "Images": { "Total": u.images.len(), "Active": u.in_use.len(), "Size": total, "Reclaimable": reclaim },
+            "Containers": { "Total": u.containers },
+            "Layers": { "Total": u.layer_sizes.len(), "Shared": shared, "Unique": total - shared, "Size": total },
         });
         return emit(out, &to_json(&v));
     }
+    let pct = |n: u64| (n * 100).checked_div(total).unwrap_or(0);
     let rows = vec![
         vec![
             "Images".into(),
-            images.len().to_string(),
-            in_use.len().to_string(),
+            u.images.len().to_string(),
+            u.in_use.len().to_string(),
             human_size(total),
             format!("{} ({}%)", human_size(reclaim), pct(reclaim)),
         ],
         vec![
             "Containers".into(),
-            store.container_count().to_string(),
+            u.containers.to_string(),
             "-".into(),
             "-".into(),
             "-".into(),
         ],
         vec![
             "Layers".into(),
-            sizes.len().to_string(),
+            u.layer_sizes.len().to_string(),
             format!("{} shared", human_size(shared)),
             human_size(total),
             format!("{} unique", human_size(total - shared)),
@@ -705,10 +608,16 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
         out,
         &table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows),
     )?;
-    if !a.verbose {
-        return Ok(());
+    if a.verbose {
+        df_verbose(store, &u, out)?;
     }
-    let img_rows: Vec<Vec<String>> = images
+    Ok(())
+}
+
+/// `df -v`: space per image and per layer.
+fn df_verbose(store: &Store, u: &DiskUsage, out: &mut dyn Write) -> Result<()> {
+    let img_rows: Vec<Vec<String>> = u
+        .images
         .iter()
         .map(|img| {
             let names = store.names_of(&img.id).unwrap_or_default();
@@ -716,19 +625,14 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
                 .first()
                 .and_then(|n| Reference::parse(n).ok())
                 .map_or("<none>".into(), |r| r.familiar());
-            let sh: u64 = img
-                .layers
-                .iter()
-                .filter(|l| users.get(*l).is_some_and(|u| u.len() > 1))
-                .filter_map(|l| sizes.get(l))
-                .sum();
+            let sh = u.shared_by(img);
             vec![
                 name,
                 img.id.short().into(),
                 human_size(img.size),
                 human_size(sh),
                 human_size(img.size.saturating_sub(sh)),
-                u8::from(in_use.contains(&img.id)).to_string(),
+                u8::from(u.in_use.contains(&img.id)).to_string(),
             ]
         })
         .collect();
@@ -747,7 +651,8 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
             &img_rows,
         ),
     )?;
-    let layer_rows: Vec<Vec<String>> = sizes
+    let layer_rows: Vec<Vec<String>> = u
+        .layer_sizes
         .iter()
         .map(|(l, s)| {
             let diff = store
@@ -758,7 +663,7 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
                 l.short().into(),
                 diff,
                 human_size(*s),
-                users.get(l).map_or(0, Vec::len).to_string(),
+                u.layer_users.get(l).map_or(0, Vec::len).to_string(),
             ]
         })
         .collect();

@@ -11,6 +11,57 @@ use crate::human::human_size;
 use crate::store::{LockMode, Store};
 use crate::{Result, daemon};
 
+/// `layerfs system ...`: store-wide housekeeping, as `docker system`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SystemCommand {
+    /// Remove unmounted containers and dangling images (-a: every image no container uses)
+    Prune(SystemPruneArgs),
+    /// Show disk usage (the same as `layerfs df`)
+    Df(super::store::DfArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SystemPruneArgs {
+    /// Remove every image no container uses, not just dangling ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+pub fn system(root: &Path, cmd: SystemCommand) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cmd {
+        SystemCommand::Df(a) => {
+            super::store::df(&Store::open(root, LockMode::Shared)?, &a, &mut out)
+        }
+        SystemCommand::Prune(a) => {
+            let images = if a.all {
+                "all images without at least one container associated to them"
+            } else {
+                "all dangling images"
+            };
+            let q = format!(
+                "WARNING! This will remove:\n  - all containers that are not mounted, with \
+                 everything they wrote\n  - {images}\nAre you sure you want to continue?"
+            );
+            if !a.force && !super::store::confirm(&q) {
+                eprintln!("Nothing removed (give -f to skip this question).");
+                return Ok(());
+            }
+            let store = Store::open(root, LockMode::Exclusive)?;
+            let mut n = super::container::prune_containers(&store, &mut out)?;
+            n += store.prune(a.all, &mut out)?;
+            emit(
+                &mut out,
+                &format!("Total reclaimed space: {}\n", human_size(n)),
+            )
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VersionArgs {
     /// Format with a Go-style template (e.g. '{{.Version}}'), or `json`

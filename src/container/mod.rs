@@ -14,6 +14,7 @@
 pub mod changes;
 pub mod commit;
 pub mod export;
+pub mod import;
 pub mod lower;
 pub mod mount;
 pub mod record;

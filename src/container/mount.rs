@@ -34,6 +34,33 @@ pub fn mounts_of(rec: &ContainerRecord) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A container as `ps` shows it: where it is mounted (per the mount table), and whether that
+/// mount is stale (its daemon died).
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub rec: ContainerRecord,
+    pub mountpoint: Option<PathBuf>,
+    pub stale: bool,
+}
+
+/// Containers newest first with their mount state; only mounted ones unless `all`.
+pub fn statuses(cs: &Containers<'_>, all: bool) -> Result<Vec<Status>> {
+    let mut out = Vec::new();
+    for rec in cs.list()?.into_iter().rev() {
+        let mounts = mounts_of(&rec);
+        if !all && mounts.is_empty() {
+            continue;
+        }
+        let stale = !mounts.is_empty() && !cs.is_served(&rec.id)?;
+        out.push(Status {
+            mountpoint: mounts.into_iter().next(),
+            rec,
+            stale,
+        });
+    }
+    Ok(out)
+}
+
 /// Lower directories of a container's image, top first.
 pub fn lowerdirs(store: &Store, rec: &ContainerRecord) -> Vec<PathBuf> {
     rec.layers

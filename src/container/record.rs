@@ -95,6 +95,12 @@ const META: &str = "meta.json";
 /// mount, shared for a read-only one.
 const MOUNT_LOCK: &str = "mount.lock";
 
+/// A container's size: its writable layer, and that plus its image (docker's "virtual").
+pub fn sizes(store: &Store, cs: &Containers<'_>, rec: &ContainerRecord) -> (u64, u64) {
+    let rw = upper_size(&cs.upper(&rec.id));
+    (rw, store.image(&rec.image).map_or(0, |i| i.size) + rw)
+}
+
 /// Bytes and inodes of a writable layer (each inode once; directories not counted).
 pub fn upper_size(p: &Path) -> u64 {
     fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {

@@ -26,6 +26,7 @@ pub mod blobs;
 mod gc;
 pub mod import;
 mod lock;
+pub mod ops;
 mod pipeline;
 pub mod records;
 pub mod save;
