@@ -312,9 +312,9 @@ fn packages() {
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["diff", "--type", "packages", "--json", "alp:b", "alp:a"]))
             .unwrap();
-    assert_eq!(v[0]["name"], "ca-certificates");
-    assert_eq!(v[0]["kind"], "Deleted");
-    assert_eq!(v[1]["before"], "1.2.4-r3");
+    assert_eq!(v[0]["Name"], "ca-certificates");
+    assert_eq!(v[0]["Kind"], "Deleted");
+    assert_eq!(v[1]["Before"], "1.2.4-r3");
 }
 
 #[test]

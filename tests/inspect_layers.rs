@@ -55,7 +55,7 @@ fn layers_lists_each_layer() {
     );
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["layers", "test/v2", "--json"])).unwrap();
-    assert_eq!(v[1]["Totals"]["removed_bytes"], 4);
+    assert_eq!(v[1]["Totals"]["RemovedBytes"], 4);
     assert_eq!(v[1]["Id"], chain);
     let e = env.fails(&["layers", "test/v2", "--layer", "2"]);
     assert!(e.contains("has 2 layers"), "{e}");
@@ -88,18 +88,18 @@ fn efficiency_by_hand() {
     let v: serde_json::Value =
         serde_json::from_str(&env.ok(&["efficiency", "eff:1", "--json"])).unwrap();
     assert!(
-        (v["efficiency"].as_f64().unwrap() - 135.0 / 385.0).abs() < 1e-12,
+        (v["Efficiency"].as_f64().unwrap() - 135.0 / 385.0).abs() < 1e-12,
         "{v}"
     );
-    assert_eq!(v["wasted_bytes"], 290);
-    assert_eq!(v["layer_sizes"], serde_json::json!([185, 130, 40]));
-    assert_eq!(v["user_size_bytes"], 170);
-    assert!((v["user_wasted_percent"].as_f64().unwrap() - 290.0 / 170.0).abs() < 1e-12);
+    assert_eq!(v["WastedBytes"], 290);
+    assert_eq!(v["LayerSizes"], serde_json::json!([185, 130, 40]));
+    assert_eq!(v["UserSizeBytes"], 170);
+    assert!((v["UserWastedPercent"].as_f64().unwrap() - 290.0 / 170.0).abs() < 1e-12);
     assert_eq!(
-        v["inefficiencies"],
+        v["Inefficiencies"],
         serde_json::json!([
-            {"path": "/a", "count": 3, "cumulative_size": 240},
-            {"path": "/b", "count": 2, "cumulative_size": 50},
+            {"Path": "/a", "Count": 3, "CumulativeSize": 240},
+            {"Path": "/b", "Count": 2, "CumulativeSize": 50},
         ])
     );
     let text = env.ok(&["efficiency", "eff:1"]);
@@ -307,22 +307,22 @@ fn efficiency_matches_dive_formula() {
         let (eff, wasted, pct, top) = dive_model(&specs);
         let v: serde_json::Value =
             serde_json::from_str(&env.ok(&["efficiency", &name, "--json"])).unwrap();
-        let got_eff = v["efficiency"].as_f64().unwrap();
+        let got_eff = v["Efficiency"].as_f64().unwrap();
         assert!(
             (got_eff - eff).abs() < 1e-12,
             "seed {seed}: {got_eff} vs {eff}\n{specs:?}"
         );
-        assert_eq!(v["wasted_bytes"], wasted, "seed {seed}");
-        assert!((v["user_wasted_percent"].as_f64().unwrap() - pct).abs() < 1e-12);
-        let got_top: Vec<(String, usize, u64)> = v["inefficiencies"]
+        assert_eq!(v["WastedBytes"], wasted, "seed {seed}");
+        assert!((v["UserWastedPercent"].as_f64().unwrap() - pct).abs() < 1e-12);
+        let got_top: Vec<(String, usize, u64)> = v["Inefficiencies"]
             .as_array()
             .unwrap()
             .iter()
             .map(|i| {
                 (
-                    i["path"].as_str().unwrap().to_string(),
-                    i["count"].as_u64().unwrap() as usize,
-                    i["cumulative_size"].as_u64().unwrap(),
+                    i["Path"].as_str().unwrap().to_string(),
+                    i["Count"].as_u64().unwrap() as usize,
+                    i["CumulativeSize"].as_u64().unwrap(),
                 )
             })
             .collect();

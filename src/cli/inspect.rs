@@ -448,7 +448,7 @@ fn efficiency_cmd(store: &Store, a: &EfficiencyArgs, out: &mut dyn Write) -> Res
     if a.json {
         let mut v = serde_json::to_value(&e).unwrap_or_default();
         if a.ci {
-            v["ci"] = serde_json::json!({"passed": !failed, "rules": results});
+            v["Ci"] = serde_json::json!({"Passed": !failed, "Rules": results});
         }
         emit(out, &json(&v))?;
     } else {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::diff::ChangeKind;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ConfigChange {
     pub kind: ChangeKind,
     pub key: String,
@@ -98,6 +99,7 @@ pub fn diff_config(a: &Value, b: &Value) -> Vec<ConfigChange> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct HistoryChange {
     pub kind: ChangeKind,
     /// Position in its own history (0 = oldest).

@@ -34,6 +34,7 @@ use crate::image::pack::sorted_names;
 use crate::{Error, Result, sys};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Inefficiency {
     pub path: String,
     /// How many layers hold the path.
@@ -42,6 +43,7 @@ pub struct Inefficiency {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Efficiency {
     pub efficiency: f64,
     pub wasted_bytes: u64,
@@ -213,6 +215,7 @@ pub struct CiRules {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct RuleResult {
     /// dive's key: lowestEfficiency, highestWastedBytes, highestUserWastedPercent.
     pub rule: &'static str,

@@ -27,6 +27,7 @@ pub struct LayersOptions {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Totals {
     pub added: u64,
     pub modified: u64,

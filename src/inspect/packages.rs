@@ -164,6 +164,7 @@ fn read_text(stack: &LayerStack, rel: &str) -> Result<Option<String>> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct PackageChange {
     pub kind: ChangeKind,
     pub name: String,
