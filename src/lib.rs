@@ -19,6 +19,7 @@ pub mod error;
 pub mod fuse;
 pub mod human;
 pub mod image;
+pub mod inspect;
 pub mod mountinfo;
 pub mod mountopts;
 pub mod overlay;

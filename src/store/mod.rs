@@ -395,6 +395,7 @@ pub fn image_lowerdirs(root: &Path, image_ref: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// A staging directory under tmp/, removed (with its contents) on drop.
+#[derive(Debug)]
 pub struct Staging(PathBuf);
 
 impl Staging {
