@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::Result;
 
+pub mod lazy;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "layerfs",
@@ -50,6 +52,8 @@ pub struct MountArgs {
     /// Mount an image's layers read-only, without a container
     #[arg(long)]
     pub read_only: bool,
+    #[command(flatten)]
+    pub lazy: lazy::LazyArgs,
     /// [SOURCE|IMAGE|CONTAINER] MOUNTPOINT
     #[arg(required = true, num_args = 1..=2)]
     pub args: Vec<PathBuf>,

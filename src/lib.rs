@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod error;
 pub mod fuse;
 pub mod image;
+pub mod lazy;
 pub mod mountopts;
 pub mod overlay;
 pub mod reference;

@@ -13,7 +13,7 @@ use super::mount::{mounts_of, shown_image_name, unmount_container};
 use super::record::{ContainerRecord, Containers};
 use super::{changes, diff, export};
 use crate::image::compress::Compression;
-use crate::image::save::{SaveFormat, save};
+use crate::image::save::SaveFormat;
 use crate::reference::Reference;
 use crate::store::output::{human_ago, human_size, table};
 use crate::store::{LockMode, Store};
@@ -109,6 +109,8 @@ pub struct SaveArgs {
     /// docker-archive, oci-archive or oci-dir
     #[arg(long, default_value = "docker-archive")]
     pub format: String,
+    #[command(flatten)]
+    pub seekable: crate::cli::lazy::SeekableArg,
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +143,15 @@ pub fn run(root: Option<&Path>, cmd: ContainerCommand) -> Result<()> {
         ContainerCommand::Commit(a) => commit_cmd(&store, &a, &mut out),
         ContainerCommand::Save(a) => {
             let format: SaveFormat = a.format.parse()?;
-            save(&store, &a.images, &a.output, format, &mut std::io::stderr())
+            let comp = a.seekable.compression;
+            crate::image::save::save_with(
+                &store,
+                &a.images,
+                &a.output,
+                format,
+                comp,
+                &mut std::io::stderr(),
+            )
         }
         ContainerCommand::Export(a) => export_cmd(&store, &a),
         ContainerCommand::Rm(a) => rm(&store, &a, &mut out),
