@@ -23,6 +23,9 @@ use crate::overlay::{self, Overlay};
 use crate::{Error, Result, sys};
 
 pub fn mount_command(args: &MountArgs, root: Option<&Path>) -> Result<()> {
+    if args.lazy.lazy {
+        return crate::lazy::mount::mount_command(root, args);
+    }
     let opts = MountOptions::parse(&args.options)?;
     // `mount IMAGE-or-CONTAINER MNT`: no lowerdir, two operands.
     if opts.lowerdirs.is_empty() && args.args.len() == 2 {
@@ -116,7 +119,7 @@ pub fn mount_overlay(
 }
 
 /// Mounts and serves until unmounted. `status` (background mode) receives "ok" or the error.
-fn serve(
+pub fn serve(
     ov: Arc<Overlay>,
     opts: &MountOptions,
     mnt: &Path,

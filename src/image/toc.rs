@@ -249,8 +249,8 @@ pub fn walk<R: Read>(mut r: R, sink: &mut dyn TarSink, what: &str) -> Result<u64
             }
             continue;
         }
-        let entry = raw_entry(h, size, long_name.take(), long_link.take(), pax.take())
-            .map_err(fail)?;
+        let entry =
+            raw_entry(h, size, long_name.take(), long_link.take(), pax.take()).map_err(fail)?;
         let shown = String::from_utf8_lossy(&entry.path).into_owned();
         let kind = TocKind::of(entry.kind)
             .ok_or_else(|| fail(format!("entry {shown}: tar entry type not supported")))?;

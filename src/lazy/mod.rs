@@ -1,3 +1,8 @@
 //! Lazy images (issue 16): seekable layer formats pushed and saved (`convert`), and images
 //! mounted straight from a registry before they are downloaded.
+pub mod chunks;
 pub mod convert;
+pub mod fs;
+pub mod mount;
+pub mod remote;
+pub mod tree;

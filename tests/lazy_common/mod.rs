@@ -167,3 +167,69 @@ pub fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// A lazy mount (`layerfs mount --lazy`), unmounted on drop.
+pub struct LazyMount {
+    pub dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    pub stdout: String,
+}
+
+impl LazyMount {
+    pub fn new(env: &Env, reference: &str, extra: &[&str]) -> LazyMount {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["mount", "--lazy"];
+        args.extend_from_slice(extra);
+        args.push(reference);
+        args.push(dir.path().to_str().unwrap());
+        let out = env.run(&args);
+        let m = LazyMount {
+            dir,
+            root: env.root(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        };
+        assert!(
+            out.status.success(),
+            "mount --lazy: {}{}",
+            m.stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            is_mounted(m.path()),
+            "mount --lazy returned but nothing is mounted"
+        );
+        m
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Pieces in the store's chunk cache.
+    pub fn cached_chunks(&self) -> usize {
+        std::fs::read_dir(self.root.join("chunks/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    let want = p.to_str().unwrap().to_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+impl Drop for LazyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_layerfs"))
+            .arg("umount")
+            .arg(self.dir.path())
+            .status();
+        if is_mounted(self.dir.path()) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `layerfs mount --lazy` against a real registry (Debian's docker-registry on 127.0.0.1,
+//! behind the test proxy that counts Range requests, can go down and can tamper with data):
+//! the merged tree equals a full pull's, only the pieces read are fetched and only once, a
+//! registry that disappears gives EIO and the mount recovers, a tampered piece is never served
+//! or cached, a layer without a TOC falls back to a normal pull, and the background pull
+//! stores the image.
+mod lazy_common;
+mod registry_common;
+#[path = "store_common/mod.rs"]
+mod store_common;
+
+use std::time::{Duration, Instant};
+
+use lazy_common::*;
+use registry_common::proxy::{Proxy, ProxyOpts};
+use registry_common::*;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A registry with the fixture pushed as `app:zstd-chunked`, `app:estargz` and `app:plain`,
+/// and a proxy in front.
+fn setup() -> (Registry, Proxy) {
+    let reg = Registry::start();
+    let env = Env::new();
+    load_fixture(&env);
+    for fmt in ["zstd:chunked", "estargz"] {
+        let dest = format!("{}/app:{}", reg.addr(), fmt.replace(':', "-"));
+        env.ok(&["push", "-q", "app:1", &dest, "--compression", fmt]);
+    }
+    env.ok(&["push", "-q", "app:1", &format!("{}/app:plain", reg.addr())]);
+    let proxy = Proxy::start(reg.port, ProxyOpts::default());
+    (reg, proxy)
+}
+
+fn full_pull_tree(reference: &str) -> std::collections::BTreeMap<String, String> {
+    let env = Env::new();
+    env.ok(&["pull", "-q", reference]);
+    let m = Mount::image(&env, reference);
+    full_tree(m.path())
+}
+
+#[test]
+fn lazy_mounts_equal_full_pulls_and_fetch_only_what_is_read() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (_reg, proxy) = setup();
+    for tag in ["zstd-chunked", "estargz"] {
+        let reference = format!("{}/app:{tag}", proxy.addr());
+        let env = Env::new();
+        let before = proxy.range_gets();
+        let m = LazyMount::new(&env, &reference, &["--no-prefetch"]);
+        // Only the TOCs so far: one range per zstd:chunked layer, two per eStargz layer.
+        let tocs = proxy.range_gets() - before;
+        assert_eq!(tocs, if tag == "estargz" { 4 } else { 2 }, "{tag}");
+        assert!(m.stdout.contains("lazily"), "{}", m.stdout);
+        assert_eq!(m.cached_chunks(), 0);
+
+        // One small file: one piece.
+        let os = std::fs::read(m.path().join("etc/os-release")).unwrap();
+        assert_eq!(os, b"NAME=lazy\nID=lazy\n");
+        assert_eq!(proxy.range_gets() - before, tocs + 1, "{tag}: os-release");
+        assert_eq!(m.cached_chunks(), 1);
+
+        // One byte in the middle of the 2 MiB file: only its second piece.
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(m.path().join("usr/lib/big")).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 1024 * 1024 + 5).unwrap();
+        assert_eq!(b[0], noise(BIG, 7)[1024 * 1024 + 5]);
+        assert_eq!(
+            proxy.range_gets() - before,
+            tocs + 2,
+            "{tag}: one piece of big"
+        );
+        drop(f);
+
+        // The whole tree equals a full pull's (names, modes, owners, times, xattrs, links,
+        // whiteouts, opaque directories).
+        let want = full_pull_tree(&reference);
+        assert_eq!(full_tree(m.path()), want, "{tag}");
+        let read_all = proxy.range_gets() - before;
+
+        // A second mount reads everything again from the chunk cache: no request but the TOCs.
+        drop(m);
+        let m2 = LazyMount::new(&env, &reference, &["--no-prefetch"]);
+        let again = proxy.range_gets();
+        assert_eq!(full_tree(m2.path()), want, "{tag}: remount");
+        assert_eq!(
+            proxy.range_gets(),
+            again,
+            "{tag}: second read fetched something"
+        );
+        assert!(read_all > tocs + 2);
+    }
+}
+
+#[test]
+fn registry_gone_gives_eio_then_recovers_and_tampering_is_never_served() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (_reg, proxy) = setup();
+    let reference = format!("{}/app:zstd-chunked", proxy.addr());
+    let env = Env::new();
+    let m = LazyMount::new(&env, &reference, &["--no-prefetch"]);
+
+    proxy.set_down(true);
+    let t = Instant::now();
+    let err = std::fs::read(m.path().join("srv/data")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "no bounded retry: {:?}",
+        t.elapsed()
+    );
+    assert!(is_mounted(m.path()));
+    proxy.set_down(false);
+    assert_eq!(
+        std::fs::read(m.path().join("srv/data")).unwrap(),
+        noise(300_000, 9)
+    );
+
+    let cached = m.cached_chunks();
+    proxy.set_tamper(true);
+    let err = std::fs::read(m.path().join("usr/bin/tool")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(m.cached_chunks(), cached, "a tampered piece was cached");
+    proxy.set_tamper(false);
+    assert_eq!(
+        std::fs::read(m.path().join("usr/bin/tool")).unwrap(),
+        b"#!/bin/sh\necho tool\n"
+    );
+    assert_eq!(m.cached_chunks(), cached + 1);
+}
+
+#[test]
+fn a_layer_without_toc_falls_back_and_prefetch_stores_the_image() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (reg, _proxy) = setup();
+    let env = Env::new();
+    let plain = format!("{}/app:plain", reg.addr());
+    let out = env
+        .cmd(&["mount", "--lazy", &plain, "/nonexistent-mnt"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no table of contents"), "{err}");
+    let m = {
+        let dir = tempfile::tempdir().unwrap();
+        let o = env.run(&["mount", "--lazy", &plain, dir.path().to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Mount { dir }
+    };
+    let want = full_pull_tree(&plain);
+    assert_eq!(full_tree(m.path()), want);
+    drop(m);
+
+    // With prefetch (the default) the image ends up stored like any pulled one.
+    let env2 = Env::new();
+    let reference = format!("{}/app:zstd-chunked", reg.addr());
+    let m = LazyMount::new(&env2, &reference, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while image_ids(&env2).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "prefetch did not store the image"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(full_tree(m.path()), want);
+    let stored = Mount::image(&env2, &reference);
+    assert_eq!(full_tree(stored.path()), want);
+}
