@@ -179,3 +179,49 @@ fn a_layer_without_toc_falls_back_and_prefetch_stores_the_image() {
     let stored = Mount::image(&env2, &reference);
     assert_eq!(full_tree(stored.path()), want);
 }
+
+#[test]
+fn bench_lazy_reports_both_methods_at_both_speeds() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let env = Env::new();
+    load_fixture(&env);
+    let work = tempfile::tempdir().unwrap();
+    let out = env.ok(&[
+        "bench",
+        "-w",
+        "lazy",
+        "--image",
+        "app:1",
+        "--dir",
+        work.path().to_str().unwrap(),
+    ]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.contains("Mbit/s") || l.contains("Gbit/s"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    // link (2 words), method (1 or 3 words), then mount, 1st byte, start-up, files, bytes, %.
+    let bytes = |r: &Vec<&str>| r[r.len() - 2].parse::<u64>().unwrap();
+    let files = |r: &Vec<&str>| r[r.len() - 3].parse::<u64>().unwrap();
+    for pair in rows.chunks(2) {
+        assert!(
+            pair[0].contains(&"lazy") && pair[1].contains(&"pull"),
+            "{out}"
+        );
+        // The fixture has etc/os-release and etc/passwd-less paths: one file of the set.
+        assert_eq!(files(&pair[0]), files(&pair[1]), "{out}");
+        assert!(files(&pair[0]) >= 1, "{out}");
+        assert!(
+            bytes(&pair[0]) < bytes(&pair[1]),
+            "lazy moved more bytes: {out}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(work.path()).unwrap().next().is_none(),
+        "scratch left behind"
+    );
+}

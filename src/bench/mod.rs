@@ -47,7 +47,8 @@ pub struct BenchArgs {
     #[arg(long = "vs", value_name = "CMD")]
     pub vs: Vec<String>,
     /// Workloads, comma separated: copy-up, lookup, readdir, stat-storm, read, untar, rm-rf,
-    /// parallel [default: all]
+    /// parallel [default: all]; `lazy` (alone, with --image) compares mount --lazy with
+    /// pull + mount through a local registry
     #[arg(
         long = "workload",
         short = 'w',
@@ -274,6 +275,9 @@ pub fn write_outputs(
 
 /// `layerfs bench ...`; `store_root` is the global `--root`.
 pub fn command(args: &BenchArgs, store_root: Option<&Path>) -> Result<()> {
+    if args.workloads.iter().any(|w| w == "lazy") {
+        return crate::lazy::bench::command(args, store_root);
+    }
     let cfg = args.config(store_root)?;
     let impls = args.implementations()?;
     let stop = Arc::new(AtomicBool::new(false));

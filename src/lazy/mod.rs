@@ -1,5 +1,6 @@
 //! Lazy images (issue 16): seekable layer formats pushed and saved (`convert`), and images
 //! mounted straight from a registry before they are downloaded.
+pub mod bench;
 pub mod chunks;
 pub mod convert;
 pub mod fs;
