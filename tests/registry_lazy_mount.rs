@@ -225,3 +225,61 @@ fn bench_lazy_reports_both_methods_at_both_speeds() {
         "scratch left behind"
     );
 }
+
+#[test]
+fn prune_and_the_size_limit_remove_only_unpinned_chunks() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (_reg, proxy) = setup();
+    let env = Env::new();
+    let zstd = format!("{}/app:zstd-chunked", proxy.addr());
+    let m = LazyMount::new(&env, &zstd, &["--no-prefetch"]);
+    std::fs::read(m.path().join("usr/lib/big")).unwrap();
+    assert_eq!(m.cached_chunks(), 3, "big: 3 pieces");
+    // A live mount pins what its layers list.
+    env.ok(&["prune"]);
+    assert_eq!(m.cached_chunks(), 3);
+    drop(m);
+    let cache = env.root().join("chunks/sha256");
+    let stale = sha256(b"a piece nobody lists");
+    std::fs::write(cache.join(hex_of(&stale)), b"a piece nobody lists").unwrap();
+
+    // The same files in the eStargz image are the same pieces: nothing is fetched again.
+    let before = proxy.range_gets();
+    let dir = tempfile::tempdir().unwrap();
+    let estargz = format!("{}/app:estargz", proxy.addr());
+    let out = env
+        .cmd(&["mount", "--lazy", "--no-prefetch", &estargz])
+        .arg(dir.path())
+        .env("LAYERFS_CHUNK_CACHE_MAX", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guard = Mount { dir };
+    let tocs = proxy.range_gets() - before;
+    std::fs::read(guard.path().join("usr/lib/big")).unwrap();
+    assert_eq!(
+        proxy.range_gets() - before,
+        tocs,
+        "shared pieces fetched again"
+    );
+    // A new piece takes the cache over its 1-byte limit: the unpinned stale piece goes, the
+    // pinned ones stay.
+    std::fs::read(guard.path().join("etc/os-release")).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(!names.contains(&hex_of(&stale).to_string()));
+    drop(guard);
+    let out = env.ok(&["prune"]);
+    assert!(out.contains("Deleted lazy-read chunks: 4"), "{out}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+}

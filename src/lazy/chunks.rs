@@ -32,8 +32,11 @@ pub enum Codec {
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 pub struct ChunkCache {
+    root: PathBuf,
     dir: PathBuf,
     tmp: PathBuf,
+    /// Bytes cached (an estimate kept by this process; checked against the limit).
+    total: AtomicU64,
 }
 
 impl ChunkCache {
@@ -44,7 +47,14 @@ impl ChunkCache {
         for d in [&dir, &tmp] {
             std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
         }
-        Ok(ChunkCache { dir, tmp })
+        let c = ChunkCache {
+            root: root.to_owned(),
+            dir,
+            tmp,
+            total: AtomicU64::new(0),
+        };
+        c.total.store(c.size(), Ordering::Relaxed);
+        Ok(c)
     }
 
     pub fn path(&self, d: &Digest) -> PathBuf {
@@ -82,7 +92,12 @@ impl ChunkCache {
         f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
         drop(f);
         let dest = self.path(d);
-        std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &dest, e))?;
+        let total = self.total.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        if let Some(left) = super::gc::enforce_limit(&self.root, total) {
+            self.total.store(left, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Total bytes cached (for `images`/`df`-style reports and tests).

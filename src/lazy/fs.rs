@@ -130,16 +130,22 @@ impl LazyFs {
             if ce <= off || cs >= end {
                 continue;
             }
-            self.source.ensure(c).map_err(|e| errno_of(&e))?;
             let from = off.max(cs);
             let to = end.min(ce);
-            let part = self
-                .source
-                .cache
-                .read(&c.digest, from - cs, (to - from) as usize)
-                .map_err(|e| errno_of(&crate::Error::io("read", "chunk cache", e)))?
-                .ok_or(Errno::EIO)?;
-            out.extend_from_slice(&part);
+            // A piece evicted between fetch and read (cache over its limit) is fetched again.
+            let mut part = None;
+            for _ in 0..2 {
+                self.source.ensure(c).map_err(|e| errno_of(&e))?;
+                part = self
+                    .source
+                    .cache
+                    .read(&c.digest, from - cs, (to - from) as usize)
+                    .map_err(|e| errno_of(&crate::Error::io("read", "chunk cache", e)))?;
+                if part.is_some() {
+                    break;
+                }
+            }
+            out.extend_from_slice(&part.ok_or(Errno::EIO)?);
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chunks;
 pub mod convert;
 pub mod fs;
+pub mod gc;
 pub mod mount;
 pub mod remote;
 pub mod tree;

@@ -393,6 +393,13 @@ fn serve(
     mut status: std::fs::File,
 ) -> Result<()> {
     let base = root.join("lazy").join(std::process::id().to_string());
+    let pins = super::gc::pin(
+        root,
+        layers
+            .iter()
+            .flat_map(|l| l.tree.chunks())
+            .map(|c| &c.digest),
+    );
     let stack = match mount_layers(&base, layers) {
         Ok(s) => s,
         Err(e) => {
@@ -416,6 +423,9 @@ fn serve(
         let _ = s.umount_and_join();
     }
     let _ = std::fs::remove_dir_all(&base);
+    if let Ok(p) = pins {
+        super::gc::unpin(&p);
+    }
     r
 }
 

@@ -489,7 +489,18 @@ fn prune(store: &Store, a: &PruneArgs, out: &mut dyn Write) -> Result<()> {
         refs.retain(|_, id| !ids.contains(id));
         Ok(())
     })?;
-    let reclaimed = store.delete_images(&ids, out)?;
+    let mut reclaimed = store.delete_images(&ids, out)?;
+    let (pieces, freed) = crate::lazy::gc::collect(store.root(), 0);
+    if pieces > 0 {
+        emit(
+            out,
+            &format!(
+                "Deleted lazy-read chunks: {pieces} ({})\n",
+                human_size(freed)
+            ),
+        )?;
+        reclaimed += freed;
+    }
     emit(
         out,
         &format!("Total reclaimed space: {}\n", human_size(reclaimed)),
