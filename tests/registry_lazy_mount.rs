@@ -283,3 +283,67 @@ fn prune_and_the_size_limit_remove_only_unpinned_chunks() {
     assert!(out.contains("Deleted lazy-read chunks: 4"), "{out}");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
 }
+
+#[test]
+fn prefetch_fetches_what_the_last_mount_read_first() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (_reg, proxy) = setup();
+    let env = Env::new();
+    let reference = format!("{}/app:zstd-chunked", proxy.addr());
+    let m = LazyMount::new(&env, &reference, &["--no-prefetch"]);
+    std::fs::read(m.path().join("srv/data")).unwrap();
+    std::fs::read(m.path().join("etc/os-release")).unwrap();
+    drop(m);
+    let lists = std::fs::read_dir(env.root().join("lazy/priority"))
+        .unwrap()
+        .count();
+    assert_eq!(lists, 2, "one list per layer read from");
+    env.ok(&["prune"]);
+    assert_eq!(
+        std::fs::read_dir(env.root().join("chunks/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let raw = skopeo_inspect(&format!("docker://{reference}"), true);
+    let layers: Vec<String> = raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
+    let start = proxy.seen().len();
+    let m = LazyMount::new(&env, &reference, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while image_ids(&env).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "prefetch did not store the image"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = proxy.seen();
+    let seen = &seen[start..];
+    let first_full = seen
+        .iter()
+        .position(|s| {
+            s.header("range").is_none() && layers.iter().any(|l| s.target.ends_with(l.as_str()))
+        })
+        .expect("the background pull fetched the layers");
+    let ranges_before = seen[..first_full]
+        .iter()
+        .filter(|s| s.header("range").is_some())
+        .count();
+    // Two TOCs, then the two pieces read last time, then the pull.
+    assert_eq!(
+        ranges_before,
+        4,
+        "{:?}",
+        seen.iter().map(|s| &s.target).collect::<Vec<_>>()
+    );
+    assert_eq!(m.cached_chunks(), 2);
+}

@@ -25,6 +25,7 @@ use fuser::{
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::chunks::LayerSource;
+use super::priority::ReadLog;
 use super::tree::{Node, NodeKind, Tree};
 use crate::image::tarentry::Mtime;
 
@@ -36,6 +37,8 @@ pub struct LazyFs {
     source: Arc<LayerSource>,
     /// The extracted layer directory, once the background pull has stored it.
     pub local: Arc<OnceLock<OwnedFd>>,
+    /// Pieces in first-read order (the next mount's prefetch list).
+    pub log: Arc<parking_lot::Mutex<ReadLog>>,
 }
 
 fn time(t: Mtime) -> SystemTime {
@@ -63,6 +66,7 @@ impl LazyFs {
             tree,
             source,
             local: Arc::new(OnceLock::new()),
+            log: Arc::default(),
         }
     }
 
@@ -105,7 +109,7 @@ impl LazyFs {
     }
 
     /// Bytes [off, off+len) of a regular file.
-    fn read_file(&self, n: &Node, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+    fn read_file(&self, idx: usize, n: &Node, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
         let NodeKind::File {
             size,
             chunks,
@@ -121,6 +125,7 @@ impl LazyFs {
         if let Some(body) = inline {
             return Ok(body[off as usize..end as usize].to_vec());
         }
+        self.log.lock().record(idx, chunks);
         if let Some(dir) = self.local.get() {
             return read_local(dir, n, off, end);
         }
@@ -241,7 +246,7 @@ impl fuser::Filesystem for LazyFs {
     ) {
         match self
             .node(ino)
-            .and_then(|(_, n)| self.read_file(n, offset, size))
+            .and_then(|(i, n)| self.read_file(i, n, offset, size))
         {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),

@@ -6,5 +6,6 @@ pub mod convert;
 pub mod fs;
 pub mod gc;
 pub mod mount;
+pub mod priority;
 pub mod remote;
 pub mod tree;

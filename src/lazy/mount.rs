@@ -12,6 +12,7 @@
 //!
 //! A layer without a TOC (plain gzip or zstd) cannot be read lazily: the image is pulled in
 //! full (with progress) and its stored layers are mounted, and the output says so.
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -20,11 +21,13 @@ use std::time::Instant;
 
 use super::chunks::{ChunkCache, Codec, LayerSource};
 use super::fs::LazyFs;
+use super::priority::ReadLog;
 use super::remote::Remote;
 use super::tree::Tree;
 use crate::cli::MountArgs;
 use crate::image::oci::{Descriptor, ImageConfig, Platform, chain_ids};
 use crate::image::tarentry::{Meta, Mtime};
+use crate::image::toc::TocChunk;
 use crate::image::{chunked, estargz};
 use crate::mountopts::MountOptions;
 use crate::overlay::{self, Overlay};
@@ -296,8 +299,20 @@ pub struct Prefetch {
 }
 
 impl Prefetch {
-    /// Pulls the image; then points each layer at its extracted directory.
-    fn run(self, locals: Vec<Arc<OnceLock<OwnedFd>>>) {
+    /// Fetches the pieces the last mount read first, pulls the image, then points each layer
+    /// at its extracted directory.
+    fn run(self, handles: Arc<Vec<Handle>>) {
+        for h in handles.iter() {
+            let list = super::priority::load(&self.root, &h.source.blob);
+            for d in &list {
+                if let Some(c) = h.pieces.get(d)
+                    && let Err(e) = h.source.ensure(c)
+                {
+                    log::warn!("prefetch of piece {}: {e}", d.short());
+                    break;
+                }
+            }
+        }
         let r = (|| -> Result<()> {
             let store = Store::open(&self.root, LockMode::Shared)?;
             let creds = AuthFiles::from_env().lookup(&self.reference.registry)?;
@@ -306,9 +321,9 @@ impl Prefetch {
                 ..PullOptions::default()
             };
             pull(&store, &self.reference, creds, &opts, &mut std::io::sink())?;
-            for (chain, local) in chain_ids(&self.diff_ids).iter().zip(locals) {
+            for (chain, h) in chain_ids(&self.diff_ids).iter().zip(handles.iter()) {
                 let dir = crate::image::unpack::open_layer_root(&store.layer_diff(chain))?;
-                let _ = local.set(dir);
+                let _ = h.local.set(dir);
             }
             log::info!("prefetch: {} is stored; reads are local", self.reference);
             Ok(())
@@ -375,13 +390,22 @@ fn daemonize(
     }
 }
 
+/// What the daemon keeps of each mounted layer.
+pub struct Handle {
+    local: Arc<OnceLock<OwnedFd>>,
+    log: Arc<parking_lot::Mutex<ReadLog>>,
+    source: Arc<LayerSource>,
+    /// Piece digest -> where it is (to fetch a priority list).
+    pieces: HashMap<Digest, TocChunk>,
+}
+
 /// The mounted layers and the union over them.
 struct Stack {
     sessions: Vec<fuser::BackgroundSession>,
     base: PathBuf,
     ov: Arc<Overlay>,
     opts: MountOptions,
-    locals: Vec<Arc<OnceLock<OwnedFd>>>,
+    handles: Arc<Vec<Handle>>,
 }
 
 /// In the daemon: mounts the layers, starts the prefetch, serves the union until unmounted.
@@ -413,14 +437,18 @@ fn serve(
         base,
         ov,
         opts,
-        locals,
+        handles,
     } = stack;
     if let Some(p) = prefetch {
-        std::thread::spawn(move || p.run(locals));
+        let h = Arc::clone(&handles);
+        std::thread::spawn(move || p.run(h));
     }
     let r = crate::daemon::serve(ov, &opts, mnt, Some(status));
     for s in sessions {
         let _ = s.umount_and_join();
+    }
+    for h in handles.iter() {
+        super::priority::save(root, &h.source.blob, &h.log.lock().order);
     }
     let _ = std::fs::remove_dir_all(&base);
     if let Ok(p) = pins {
@@ -432,12 +460,22 @@ fn serve(
 fn mount_layers(base: &Path, layers: Vec<LazyLayer>) -> Result<Stack> {
     let mut sessions = Vec::new();
     let mut dirs = Vec::new();
-    let mut locals = Vec::new();
+    let mut handles = Vec::new();
     for (i, l) in layers.into_iter().enumerate() {
         let dir = base.join(i.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        let fs = LazyFs::new(l.tree, l.source);
-        locals.push(Arc::clone(&fs.local));
+        let pieces = l
+            .tree
+            .chunks()
+            .map(|c| (c.digest.clone(), c.clone()))
+            .collect();
+        let fs = LazyFs::new(l.tree, Arc::clone(&l.source));
+        handles.push(Handle {
+            local: Arc::clone(&fs.local),
+            log: Arc::clone(&fs.log),
+            source: l.source,
+            pieces,
+        });
         let s = fuser::Session::new(fs, &dir, &layer_config())
             .and_then(|s| s.spawn())
             .map_err(|e| Error::io("mount", &dir, e))?;
@@ -458,6 +496,6 @@ fn mount_layers(base: &Path, layers: Vec<LazyLayer>) -> Result<Stack> {
         base: base.to_owned(),
         ov,
         opts,
-        locals,
+        handles: Arc::new(handles),
     })
 }
