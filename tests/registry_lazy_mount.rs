@@ -64,6 +64,15 @@ fn lazy_mounts_equal_full_pulls_and_fetch_only_what_is_read() {
         assert_eq!(os, b"NAME=lazy\nID=lazy\n");
         assert_eq!(proxy.range_gets() - before, tocs + 1, "{tag}: os-release");
         assert_eq!(m.cached_chunks(), 1);
+        // `images` shows how much of each lazy layer is local.
+        let images = env.ok(&["images"]);
+        let rows: Vec<&str> = images
+            .lines()
+            .filter(|l| l.starts_with(m.path().to_str().unwrap()))
+            .collect();
+        assert_eq!(rows.len(), 2, "{images}");
+        assert!(rows[0].contains("% (18B of "), "{images}");
+        assert!(rows[1].contains(" 0% (0B of "), "{images}");
 
         // One byte in the middle of the 2 MiB file: only its second piece.
         use std::os::unix::fs::FileExt;
@@ -346,4 +355,6 @@ fn prefetch_fetches_what_the_last_mount_read_first() {
         seen.iter().map(|s| &s.target).collect::<Vec<_>>()
     );
     assert_eq!(m.cached_chunks(), 2);
+    let images = env.ok(&["images"]);
+    assert_eq!(images.matches("100% (extracted)").count(), 2, "{images}");
 }

@@ -8,4 +8,5 @@ pub mod gc;
 pub mod mount;
 pub mod priority;
 pub mod remote;
+pub mod status;
 pub mod tree;

@@ -91,13 +91,13 @@ pub fn mount_command(root: Option<&Path>, args: &MountArgs) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             let _ = std::io::stdout().flush();
-            let prefetch = (!args.lazy.no_prefetch).then(|| Prefetch {
+            let job = Prefetch {
                 root: root.clone(),
                 reference: r.clone(),
                 client: client_opts.clone(),
                 diff_ids,
-            });
-            daemonize(&root, layers, &mnt, prefetch)
+            };
+            daemonize(&root, layers, &mnt, job, !args.lazy.no_prefetch)
         }
     }
 }
@@ -356,7 +356,8 @@ fn daemonize(
     root: &Path,
     layers: Vec<LazyLayer>,
     mnt: &Path,
-    prefetch: Option<Prefetch>,
+    job: Prefetch,
+    prefetch: bool,
 ) -> Result<()> {
     let (rd, wr) = rustix::pipe::pipe().map_err(|e| Error::io("pipe", "", e.into()))?;
     sys::set_umask(0);
@@ -365,7 +366,7 @@ fn daemonize(
             drop(rd);
             let _ = rustix::process::setsid();
             let status = std::fs::File::from(wr);
-            let code = match serve(root, layers, mnt, prefetch, status) {
+            let code = match serve(root, layers, mnt, job, prefetch, status) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e}");
@@ -413,7 +414,8 @@ fn serve(
     root: &Path,
     layers: Vec<LazyLayer>,
     mnt: &Path,
-    prefetch: Option<Prefetch>,
+    job: Prefetch,
+    prefetch: bool,
     mut status: std::fs::File,
 ) -> Result<()> {
     let base = root.join("lazy").join(std::process::id().to_string());
@@ -424,6 +426,8 @@ fn serve(
             .flat_map(|l| l.tree.chunks())
             .map(|c| &c.digest),
     );
+    let shown = job.reference.to_string();
+    let status_file = super::status::write(root, &shown, mnt, &job.diff_ids, &layers).ok();
     let stack = match mount_layers(&base, layers) {
         Ok(s) => s,
         Err(e) => {
@@ -439,9 +443,9 @@ fn serve(
         opts,
         handles,
     } = stack;
-    if let Some(p) = prefetch {
+    if prefetch {
         let h = Arc::clone(&handles);
-        std::thread::spawn(move || p.run(h));
+        std::thread::spawn(move || job.run(h));
     }
     let r = crate::daemon::serve(ov, &opts, mnt, Some(status));
     for s in sessions {
@@ -453,6 +457,9 @@ fn serve(
     let _ = std::fs::remove_dir_all(&base);
     if let Ok(p) = pins {
         super::gc::unpin(&p);
+    }
+    if let Some(p) = status_file {
+        let _ = std::fs::remove_file(p);
     }
     r
 }

@@ -299,7 +299,16 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
             l
         })
         .collect();
-    emit(out, &table(&header, &lines))
+    emit(out, &table(&header, &lines))?;
+    let lazy = crate::lazy::status::rows(store);
+    if lazy.is_empty() {
+        return Ok(());
+    }
+    emit(out, "\n")?;
+    emit(
+        out,
+        &table(&["LAZY MOUNT", "IMAGE", "LAYER", "LOCAL"], &lazy),
+    )
 }
 
 fn inspect(store: &Store, a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
