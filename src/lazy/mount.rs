@@ -68,6 +68,12 @@ pub fn mount_command(root: Option<&Path>, args: &MountArgs) -> Result<()> {
         .ok_or_else(|| Error::Usage("the image reference is not UTF-8".into()))?;
     let r = Reference::parse(reference)?;
     let mnt = crate::daemon::absolute(mnt)?;
+    if !mnt.is_dir() {
+        return Err(Error::Usage(format!(
+            "mount point {} is not a directory (create it with mkdir -p)",
+            mnt.display()
+        )));
+    }
     let client_opts = ClientOptions {
         tls_verify: args.lazy.tls_verify,
     };
