@@ -16,32 +16,10 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::cli::MountArgs;
 use crate::fuse::LayerFs;
 use crate::mountopts::{KernelFlag, MountOptions};
 use crate::overlay::{self, Overlay};
-use crate::{Error, Result, sys};
-
-pub fn mount_command(args: &MountArgs, root: Option<&Path>) -> Result<()> {
-    if args.lazy.lazy {
-        return crate::lazy::mount::mount_command(root, args);
-    }
-    let opts = MountOptions::parse(&args.options)?;
-    // `mount IMAGE-or-CONTAINER MNT`: no lowerdir, two operands.
-    if opts.lowerdirs.is_empty() && args.args.len() == 2 {
-        return crate::container::mount::mount_command(root, args, opts);
-    }
-    let Some(mountpoint) = args.args.last() else {
-        return Err(Error::Usage("mount: give the mount point".into()));
-    };
-    if opts.lowerdirs.is_empty() {
-        return Err(Error::Usage(
-            "mount: give -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR] MOUNTPOINT".into(),
-        ));
-    }
-    let foreground = args.foreground || args.debug || opts.debug;
-    mount_overlay(&opts, mountpoint, foreground, args.debug || opts.debug)
-}
+use crate::{Error, Result, mountinfo, sys};
 
 /// Mounts a union described by `opts` at `mountpoint`; returns once it is live (or, in the
 /// foreground, once it is unmounted).
@@ -78,13 +56,13 @@ pub fn mount_overlay(
         userxattr: opts.userxattr,
         fsync: opts.fsync,
     };
+    let run = RunDir::open()?;
     let ov = Arc::new(Overlay::new(&cfg)?);
     if debug {
         log::set_max_level(log::LevelFilter::Debug);
     }
-    sys::set_umask(0);
     if foreground {
-        return serve(ov, opts, &mnt, None);
+        return serve(ov, opts, &mnt, &run, None);
     }
     let (rd, wr) = rustix::pipe::pipe().map_err(|e| Error::io("pipe", "", e.into()))?;
     match sys::fork().map_err(|e| Error::io("fork", "", e.into()))? {
@@ -92,7 +70,7 @@ pub fn mount_overlay(
             drop(rd);
             let status = std::fs::File::from(wr);
             let _ = rustix::process::setsid();
-            let code = match serve(ov, opts, &mnt, Some(status)) {
+            let code = match serve(ov, opts, &mnt, &run, Some(status)) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e}");
@@ -123,6 +101,7 @@ pub fn serve(
     ov: Arc<Overlay>,
     opts: &MountOptions,
     mnt: &Path,
+    run: &RunDir,
     status: Option<std::fs::File>,
 ) -> Result<()> {
     let fs = LayerFs::new(
@@ -142,20 +121,23 @@ pub fn serve(
         }
     };
     raise_readahead(mnt);
-    let pidfile = record_pid(mnt);
+    let key = mount_key(mnt);
+    let pid_name = run.record_pid(&key, mnt);
     if let Some(mut s) = status {
         let _ = s.write_all(b"ok");
         drop(s);
-        let _ = sys::detach_stdio(Some(&log_file(mnt)));
+        let log = run.open_log(&key);
+        let _ = sys::detach_stdio(log);
     }
+    // Every file the daemon itself makes exists by now. From here on it only creates what the
+    // kernel asks for, whose modes arrive already masked by the caller's umask: ours must not
+    // mask them again.
+    sys::set_umask(0);
     let r = session.run();
-    if let Some(p) = pidfile {
-        let _ = std::fs::remove_file(p);
+    if let Some(p) = pid_name {
+        run.remove(&p);
     }
-    let log = log_file(mnt);
-    if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
-        let _ = std::fs::remove_file(log);
-    }
+    run.remove_if_empty(&format!("{key}.log"));
     r.map_err(|e| Error::io("serve", mnt, e))
 }
 
@@ -213,7 +195,10 @@ const READAHEAD_KB: u32 = 4096;
 /// Raises the readahead of the mount at `mnt` (best effort: needs root). The device number comes
 /// from mountinfo, not from stat, which would be a request to this very daemon.
 fn raise_readahead(mnt: &Path) {
-    let Some(dev) = mount_field(mnt, 2) else {
+    let Ok(table) = mountinfo::read_mountinfo() else {
+        return;
+    };
+    let Some(dev) = mountinfo::mount_at(&table, mnt).map(|m| m.device.clone()) else {
         return;
     };
     let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
@@ -222,33 +207,93 @@ fn raise_readahead(mnt: &Path) {
     }
 }
 
-/// Where daemons record their pid, one file per mount point.
-fn run_dir() -> PathBuf {
+/// Where daemons record their pid and log, one pair of files per mount point: /run/layerfs for
+/// root, else $XDG_RUNTIME_DIR/layerfs, else /tmp/layerfs-UID. The directory is the user's own
+/// and mode 0700 (refused otherwise), and its files are made without following symlinks.
+pub fn run_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         PathBuf::from("/run/layerfs")
-    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         PathBuf::from(d).join("layerfs")
     } else {
         std::env::temp_dir().join(format!("layerfs-{}", rustix::process::geteuid().as_raw()))
     }
 }
 
-fn pid_file(mnt: &Path) -> PathBuf {
+/// The checked runtime directory, held open.
+pub struct RunDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl RunDir {
+    pub fn open() -> Result<RunDir> {
+        let path = run_dir();
+        let (fd, how) = sys::private::ensure_private_dir(&path, sys::private::Last::NoFollow)
+            .map_err(|e| Error::Usage(format!("runtime directory {}: {e}", path.display())))?;
+        if let sys::private::Tightened::From(m) = how {
+            log::warn!(
+                "runtime directory {}: was mode {m:o}, made private (0700)",
+                path.display()
+            );
+        }
+        Ok(RunDir { path, fd })
+    }
+
+    fn record_pid(&self, key: &str, mnt: &Path) -> Option<String> {
+        use std::os::fd::AsFd;
+        let name = format!("{key}.pid");
+        let c = std::ffi::CString::new(name.clone()).ok()?;
+        let body = format!("{}\n{}\n", std::process::id(), mnt.display());
+        match sys::private::write_private_file(self.fd.as_fd(), &c, body.as_bytes()) {
+            Ok(()) => Some(name),
+            Err(e) => {
+                log::warn!(
+                    "{}: {}",
+                    self.path.join(&name).display(),
+                    std::io::Error::from(e)
+                );
+                None
+            }
+        }
+    }
+
+    fn open_log(&self, key: &str) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let c = std::ffi::CString::new(format!("{key}.log")).ok()?;
+        sys::private::open_private_append(self.fd.as_fd(), &c).ok()
+    }
+
+    fn remove(&self, name: &str) {
+        use std::os::fd::AsFd;
+        let _ = rustix::fs::unlinkat(self.fd.as_fd(), name, rustix::fs::AtFlags::empty());
+    }
+
+    fn remove_if_empty(&self, name: &str) {
+        use std::os::fd::AsFd;
+        let empty =
+            rustix::fs::statat(self.fd.as_fd(), name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_size == 0);
+        if empty {
+            self.remove(name);
+        }
+    }
+}
+
+/// The name (without extension) of a mount point's files in the runtime directory.
+fn mount_key(mnt: &Path) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(mnt.as_os_str().as_encoded_bytes());
-    run_dir().join(format!("{}.pid", hex::encode(&h[..16])))
+    hex::encode(&h[..16])
+}
+
+fn pid_file(mnt: &Path) -> PathBuf {
+    run_dir().join(format!("{}.pid", mount_key(mnt)))
 }
 
 /// Where a background daemon's warnings and errors go (`RUST_LOG` sets the level).
 pub fn log_file(mnt: &Path) -> PathBuf {
-    pid_file(mnt).with_extension("log")
-}
-
-fn record_pid(mnt: &Path) -> Option<PathBuf> {
-    let p = pid_file(mnt);
-    std::fs::create_dir_all(run_dir()).ok()?;
-    std::fs::write(&p, format!("{}\n{}\n", std::process::id(), mnt.display())).ok()?;
-    Some(p)
+    run_dir().join(format!("{}.log", mount_key(mnt)))
 }
 
 /// The absolute, lexically normalised spelling of `p` (no symlinks resolved, so a stale mount
@@ -274,33 +319,8 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
 
 /// Is `mnt` a mount point (per /proc/self/mountinfo), and of which filesystem type?
 pub fn mount_type(mnt: &Path) -> Option<String> {
-    mount_field(mnt, 7)
-}
-
-/// Field `i` of the topmost mountinfo line for mount point `mnt`; fields from 7 on count from
-/// the filesystem type (after the " - " separator).
-fn mount_field(mnt: &Path, i: usize) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mnt.to_str()?;
-    info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        if unescape_mountinfo(f.get(4)?) != want {
-            return None;
-        }
-        let idx = if i >= 7 {
-            f.iter().position(|x| *x == "-")? + 1 + (i - 7)
-        } else {
-            i
-        };
-        f.get(idx).map(|s| s.to_string())
-    })
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    let table = mountinfo::read_mountinfo().ok()?;
+    mountinfo::mount_at(&table, mnt).map(|m| m.fstype.clone())
 }
 
 pub fn umount(mountpoint: &Path) -> Result<()> {

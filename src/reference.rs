@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::store::digest::{Digest, is_sha256_hex};
+use crate::digest::{Digest, is_sha256_hex};
 use crate::{Error, Result};
 
 /// Docker Hub's canonical registry name.

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use layerfs::bench;
 use layerfs::bench::config::{Config, Fault, WorkloadId};
 use layerfs::bench::impls::Implementation;
 use layerfs::bench::report::Report;
-use layerfs::bench::{self, mounts};
+use layerfs::mountinfo as mounts;
 
 fn root() -> bool {
     let root = nix::unistd::geteuid().is_root();

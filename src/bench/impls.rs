@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::bench::{mounts, scratch};
+use crate::bench::scratch;
+use crate::mountinfo as mounts;
 use crate::{Error, Result};
 
 /// How long a mount or unmount command may take before it is killed.

@@ -1,8 +1,8 @@
 //! What the report says about the machine.
 use std::path::Path;
 
-use crate::bench::mounts;
 use crate::bench::report::Machine;
+use crate::mountinfo as mounts;
 
 fn field(text: &str, key: &str) -> Option<String> {
     text.lines()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bench::mounts;
+use crate::mountinfo as mounts;
 use crate::{Error, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -2,7 +2,7 @@
 //! the other clap types so they can move with them.
 use clap::Args;
 
-use crate::lazy::convert::SeekableFormat;
+use crate::store::convert::SeekableFormat;
 
 /// `--compression` of `push` and `save`.
 #[derive(Debug, Args, Default, Clone)]
@@ -31,4 +31,20 @@ pub struct LazyArgs {
     /// With --lazy: reach the registry over plain HTTP or without checking its certificate
     #[arg(long, requires = "lazy", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub tls_verify: bool,
+}
+
+/// `mount --lazy REFERENCE MOUNTPOINT`.
+pub fn mount(args: &super::mount::MountArgs, root: &std::path::Path) -> crate::Result<()> {
+    let [reference, mnt] = args.args.as_slice() else {
+        return Err(crate::Error::Usage(
+            "mount --lazy REGISTRY/REPOSITORY[:TAG] MOUNTPOINT".into(),
+        ));
+    };
+    let opts = crate::lazy::mount::LazyOptions {
+        reference: reference.to_string_lossy().into_owned(),
+        mountpoint: mnt.clone(),
+        tls_verify: args.lazy.tls_verify,
+        prefetch: !args.lazy.no_prefetch,
+    };
+    crate::lazy::mount::mount_command(root, &opts)
 }

@@ -26,15 +26,18 @@ use serde_json::{Value, json};
 
 use super::changes::{self, Instruction};
 use super::record::{ContainerRecord, Containers};
+use crate::digest::Digest;
+use crate::digest::HashingWriter;
 use crate::image::compress::Compression;
 use crate::image::oci::Descriptor;
+use crate::image::oci::{OCI_CONFIG, layer_media_type, oci_manifest};
 use crate::image::pack::{PackError, open_tree, pack_dir};
-use crate::image::save::{OCI_CONFIG, layer_descriptor, layer_media_type, oci_manifest};
+use crate::image::plan::{ImagePlan, LayerInput};
 use crate::reference::Reference;
-use crate::store::digest::HashingWriter;
-use crate::store::import::{ImagePlan, ImportOptions, LayerInput};
+use crate::store::Store;
+use crate::store::import::ImportOptions;
 use crate::store::records::now_rfc3339;
-use crate::store::{Digest, Store};
+use crate::store::save::layer_descriptor;
 use crate::{Error, Result};
 
 /// Packs tried before giving up on a writable layer that keeps changing.
@@ -241,7 +244,7 @@ fn layer_inputs(layers: &[Descriptor], blob: &Path) -> Vec<LayerInput> {
         .enumerate()
         .map(|(i, d)| {
             let p = blob.to_path_buf();
-            let open: crate::store::import::Opener = if i == last {
+            let open: crate::image::plan::Opener = if i == last {
                 Box::new(move || {
                     let f = File::open(&p).map_err(|e| Error::io("open", &p, e))?;
                     Ok(Box::new(f) as Box<dyn io::Read + Send>)

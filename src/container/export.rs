@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io::Write;
+use std::path::Path;
 
 use rustix::fs::{FileType, OFlags, Stat};
 
@@ -33,6 +34,29 @@ pub fn export<W: Write>(store: &Store, rec: &ContainerRecord, out: W) -> Result<
         .finish()
         .map_err(|e| Error::io("write", "export", e))?;
     Ok((out, ex.entries))
+}
+
+/// Writes the merged tree of `rec` to the file `path`, which appears complete or not at all
+/// (written next to it, synced, renamed).
+pub fn export_to_file(store: &Store, rec: &ContainerRecord, path: &Path) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.layerfs-tmp-{}",
+        path.file_name()
+            .map_or("export".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let r = export(store, rec, std::io::BufWriter::new(f)).and_then(|(w, _)| {
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
+    });
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
 }
 
 struct Exporter<'a, W: Write> {

@@ -12,7 +12,6 @@
 //! Everything a container writes stays in its directory; `rm` removes it in one rename out of
 //! sight (into tmp/) and then deletes it.
 pub mod changes;
-pub mod commands;
 pub mod commit;
 pub mod diff;
 pub mod export;

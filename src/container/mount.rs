@@ -11,61 +11,26 @@
 //! refused instead of sharing one upper directory between two daemons.
 use std::path::{Path, PathBuf};
 
+use super::record::ContainerId;
 use super::record::{ContainerRecord, Containers};
-use crate::cli::MountArgs;
 use crate::daemon;
 use crate::mountopts::MountOptions;
 use crate::store::{ImageRecord, LockMode, Store};
-use crate::{Error, Result};
+use crate::{Error, Result, mountinfo};
 
 /// The FUSE source name of a container's mounts.
 pub fn fsname(rec: &ContainerRecord) -> String {
     format!("layerfs-{}", rec.id)
 }
 
-/// One line of /proc/self/mountinfo.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountInfo {
-    pub mountpoint: PathBuf,
-    pub fstype: String,
-    pub source: String,
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
-/// Parses mountinfo text (pure, for tests).
-pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            Some(MountInfo {
-                mountpoint: PathBuf::from(unescape(f.get(4)?)),
-                fstype: f.get(sep + 1)?.to_string(),
-                source: unescape(f.get(sep + 2)?),
-            })
-        })
-        .collect()
-}
-
-pub fn mounts() -> Vec<MountInfo> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| parse_mountinfo(&t))
-        .unwrap_or_default()
-}
-
 /// Where a container is mounted now (live or stale), per the mount table.
 pub fn mounts_of(rec: &ContainerRecord) -> Vec<PathBuf> {
     let name = fsname(rec);
-    mounts()
+    mountinfo::read_mountinfo()
+        .unwrap_or_default()
         .into_iter()
         .filter(|m| m.fstype.starts_with("fuse") && m.source == name)
-        .map(|m| m.mountpoint)
+        .map(|m| m.mount_point)
         .collect()
 }
 
@@ -130,22 +95,29 @@ pub fn shown_image_name(s: &str) -> String {
     crate::reference::Reference::parse(s).map_or_else(|_| s.to_string(), |r| r.familiar())
 }
 
-/// `layerfs mount IMAGE-or-CONTAINER MNT [--read-only] [-o FUSE options]`.
-pub fn mount_command(root: Option<&Path>, args: &MountArgs, opts: MountOptions) -> Result<()> {
+/// How to mount: in the foreground, logging every request, read-only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountMode {
+    pub foreground: bool,
+    pub debug: bool,
+    pub read_only: bool,
+}
+
+/// `mount IMAGE-or-CONTAINER MNT`: mounts a container, or an image through a new container
+/// (whose ID is returned), or with `read_only` an image's layers alone. `opts` holds the FUSE
+/// options; the layers come from the store at `root`.
+pub fn mount(
+    root: &Path,
+    target: &str,
+    mnt: &Path,
+    opts: MountOptions,
+    mode: MountMode,
+) -> Result<Option<ContainerId>> {
     refuse_layer_options(&opts)?;
-    let (target, mnt) = match args.args.as_slice() {
-        [t, m] => (t.to_string_lossy().into_owned(), m.clone()),
-        _ => {
-            return Err(Error::Usage(
-                "mount: give IMAGE-or-CONTAINER MOUNTPOINT, or -o lowerdir=... MOUNTPOINT".into(),
-            ));
-        }
-    };
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
-    let store = Store::open(&root, LockMode::Shared)?;
-    let foreground = args.foreground || args.debug;
-    match resolve_target(&store, &target)? {
-        Target::Image(img, _) if args.read_only => {
+    let store = Store::open(root, LockMode::Shared)?;
+    let foreground = mode.foreground || mode.debug;
+    match resolve_target(&store, target)? {
+        Target::Image(img, _) if mode.read_only => {
             let mut o = opts;
             o.lowerdirs = store.lowerdirs(&img);
             if o.lowerdirs.is_empty() {
@@ -155,33 +127,34 @@ pub fn mount_command(root: Option<&Path>, args: &MountArgs, opts: MountOptions) 
             }
             // The daemon must not inherit the store lock (it would block rmi while mounted).
             drop(store);
-            daemon::mount_overlay(&o, &mnt, foreground, args.debug)
+            daemon::mount_overlay(&o, mnt, foreground, mode.debug)?;
+            Ok(None)
         }
         Target::Image(img, shown) => {
             let rec = Containers::new(&store).create(&img, &shown, None)?;
-            match mount_container(store, &rec, opts, &mnt, foreground, args.debug, false) {
-                Ok(()) => {
-                    println!("{}", rec.id);
-                    Ok(())
-                }
+            match mount_container(store, &rec, opts, mnt, foreground, mode.debug, false) {
+                Ok(()) => Ok(Some(rec.id)),
                 Err(e) => {
                     // Nothing was written to the new container: don't leave it behind.
-                    if let Ok(store) = Store::open(&root, LockMode::Shared) {
+                    if let Ok(store) = Store::open(root, LockMode::Shared) {
                         let _ = Containers::new(&store).remove(&rec);
                     }
                     Err(e)
                 }
             }
         }
-        Target::Container(rec) => mount_container(
-            store,
-            &rec,
-            opts,
-            &mnt,
-            foreground,
-            args.debug,
-            args.read_only,
-        ),
+        Target::Container(rec) => {
+            mount_container(
+                store,
+                &rec,
+                opts,
+                mnt,
+                foreground,
+                mode.debug,
+                mode.read_only,
+            )?;
+            Ok(None)
+        }
     }
 }
 
@@ -262,15 +235,15 @@ fn forget_mountpoint(root: &Path, rec: &ContainerRecord) {
     }
 }
 
-/// `layerfs umount MOUNTPOINT-or-CONTAINER`.
-pub fn umount_command(root: Option<&Path>, arg: &Path) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+/// `umount MOUNTPOINT-or-CONTAINER`: a mount point (any layerfs mount; a container's record
+/// forgets it), or every mount of a container of the store at `root`.
+pub fn umount(root: &Path, arg: &Path) -> Result<()> {
     let mnt = daemon::absolute(arg)?;
     if daemon::mount_type(&mnt).is_some() {
         daemon::umount(&mnt)?;
         // Best effort: a plain union or an image mount has no record to update.
         if root.join("containers").is_dir()
-            && let Ok(store) = Store::open(&root, LockMode::Shared)
+            && let Ok(store) = Store::open(root, LockMode::Shared)
         {
             let cs = Containers::new(&store);
             for mut r in cs.list().unwrap_or_default() {
@@ -283,7 +256,7 @@ pub fn umount_command(root: Option<&Path>, arg: &Path) -> Result<()> {
         return Ok(());
     }
     let name = arg.to_string_lossy();
-    let store = Store::open(&root, LockMode::Shared)?;
+    let store = Store::open(root, LockMode::Shared)?;
     let cs = Containers::new(&store);
     let Some(rec) = cs.find(&name)? else {
         return Err(Error::Usage(format!(
@@ -314,18 +287,6 @@ pub fn unmount_container(cs: &Containers<'_>, rec: &ContainerRecord) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_lines() {
-        let text = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - fuse layerfs-abc rw,user_id=0\n\
-                    37 35 0:5 / /proc rw - proc proc rw\n";
-        let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].mountpoint, PathBuf::from("/mnt/a b"));
-        assert_eq!(m[0].fstype, "fuse");
-        assert_eq!(m[0].source, "layerfs-abc");
-        assert_eq!(m[1].fstype, "proc");
-    }
 
     #[test]
     fn image_names_for_ps() {

@@ -4,16 +4,19 @@
 //! `containers/` by one rename, made while holding an exclusive flock on the `containers/`
 //! directory itself, so two `create --name X` cannot both succeed. Its `image` field pins the
 //! image (and so its layers) against `rmi` and `prune` (see `Store::images_in_use`).
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
 use crate::store::records::now_rfc3339;
-use crate::store::{Digest, ImageRecord, Store};
+use crate::store::{ImageRecord, Store};
 use crate::{Error, Result};
 
 /// A container ID: 64 lowercase hex digits.
@@ -43,7 +46,7 @@ impl ContainerId {
 impl TryFrom<String> for ContainerId {
     type Error = String;
     fn try_from(s: String) -> std::result::Result<Self, String> {
-        if crate::store::digest::is_sha256_hex(&s) {
+        if crate::digest::is_sha256_hex(&s) {
             Ok(ContainerId(s))
         } else {
             Err(format!(
@@ -89,6 +92,26 @@ const META: &str = "meta.json";
 /// mount, shared for a read-only one.
 const MOUNT_LOCK: &str = "mount.lock";
 
+/// Bytes and inodes of a writable layer (each inode once; directories not counted).
+pub fn upper_size(p: &Path) -> u64 {
+    fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if md.is_dir() {
+                walk(&e.path(), seen, total);
+            } else if md.nlink() == 1 || seen.insert((md.dev(), md.ino())) {
+                *total += md.size();
+            }
+        }
+    }
+    let mut total = 0;
+    walk(p, &mut HashSet::new(), &mut total);
+    total
+}
+
 /// Valid container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 bytes, not 64 hex digits.
 pub fn check_name(name: &str) -> Result<()> {
     let ok_first = name
@@ -104,7 +127,7 @@ pub fn check_name(name: &str) -> Result<()> {
              with a letter or digit (at most 128 characters)"
         )));
     }
-    if crate::store::digest::is_sha256_hex(name) {
+    if crate::digest::is_sha256_hex(name) {
         return Err(Error::Usage(format!(
             "invalid container name {name:?}: it would look like a container ID"
         )));

@@ -28,8 +28,8 @@ use super::tarentry::{Meta, Mtime};
 use super::toc::{
     CHUNK, TarItem, TarSink, Toc, TocChunk, TocEntry, TocKind, entry_of, format_time, parse_time,
 };
-use crate::store::Digest;
-use crate::store::digest::Hasher;
+use crate::digest::Digest;
+use crate::digest::Hasher;
 use crate::{Error, Result};
 
 pub const MANIFEST_CHECKSUM: &str = "io.github.containers.zstd-chunked.manifest-checksum";

@@ -31,8 +31,8 @@ use super::tarentry::{Meta, Mtime};
 use super::toc::{
     CHUNK, TarItem, TarSink, Toc, TocChunk, TocEntry, TocKind, entry_of, format_time, parse_time,
 };
-use crate::store::Digest;
-use crate::store::digest::Hasher;
+use crate::digest::Digest;
+use crate::digest::Hasher;
 use crate::{Error, Result};
 
 pub const TOC_NAME: &str = "stargz.index.json";

@@ -15,9 +15,9 @@ use super::oci::{
     MAX_DOCUMENT, Manifest, Platform, parse_document,
 };
 use super::source::{Source, blob_path};
+use crate::digest::Digest;
+use crate::image::plan::{ImagePlan, LayerInput};
 use crate::reference::{DEFAULT_TAG, Reference};
-use crate::store::Digest;
-use crate::store::import::{ImagePlan, LayerInput};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Default)]
@@ -269,7 +269,7 @@ fn legacy_plans(src: &Arc<Source>, opts: &LoadOptions) -> Result<Vec<ImagePlan>>
                 .next()
                 .unwrap_or("")
                 .trim_end_matches(".json");
-            if crate::store::digest::is_sha256_hex(stem) && Digest::of(&config).hex() != stem {
+            if crate::digest::is_sha256_hex(stem) && Digest::of(&config).hex() != stem {
                 return Err(Error::DigestMismatch {
                     what: format!("{}: config {}", shown(src), e.config),
                     expected: format!("sha256:{stem}"),

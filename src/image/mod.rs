@@ -6,7 +6,7 @@ pub mod estargz;
 pub mod load;
 pub mod oci;
 pub mod pack;
-pub mod save;
+pub mod plan;
 pub mod source;
 pub mod tarentry;
 pub mod tarwrite;

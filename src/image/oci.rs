@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::Digest;
+use super::compress::Compression;
+use crate::digest::Digest;
 use crate::{Error, Result};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -18,6 +19,40 @@ pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Largest manifest, index or config accepted (they are read into memory).
 pub const MAX_DOCUMENT: u64 = 16 << 20;
+
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// The OCI media type of a layer blob compressed with `c`.
+pub fn layer_media_type(c: Compression) -> &'static str {
+    match c {
+        Compression::Plain => LAYER_TAR,
+        Compression::Gzip => LAYER_GZIP,
+        Compression::Zstd => LAYER_ZSTD,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestOut<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    config: &'a Descriptor,
+    layers: Vec<&'a Descriptor>,
+}
+
+/// An OCI image manifest for `config` and `layers` (bytes, deterministic).
+pub fn oci_manifest(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>> {
+    serde_json::to_vec(&ManifestOut {
+        schema_version: 2,
+        media_type: OCI_MANIFEST,
+        config,
+        layers: layers.iter().collect(),
+    })
+    .map_err(|e| Error::Format(format!("encoding manifest: {e}")))
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {

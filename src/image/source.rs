@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::compress::{self, Compression};
-use crate::store::Digest;
+use crate::digest::Digest;
 use crate::{Error, Result};
 
 /// A readable source of named files.

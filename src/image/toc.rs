@@ -14,7 +14,7 @@
 use std::io::{self, Read};
 
 use super::tarentry::{Meta, Mtime, RawEntry, RawType, apply_pax};
-use crate::store::Digest;
+use crate::digest::Digest;
 use crate::{Error, Result};
 
 /// File data per chunk (the unit fetched and verified on a lazy read).

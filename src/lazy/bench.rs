@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use super::convert::SeekableFormat;
 use crate::reference::Reference;
 use crate::registry::push::{PushOptions, push};
+use crate::store::convert::SeekableFormat;
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -56,19 +56,6 @@ struct Row {
     startup: f64,
     files: usize,
     bytes: u64,
-}
-
-/// `bench -w lazy`: needs `--image`.
-pub fn command(args: &crate::bench::BenchArgs, store_root: Option<&Path>) -> Result<()> {
-    let Some(image) = args.image.as_deref() else {
-        return Err(Error::Usage(
-            "bench -w lazy: give the image to measure with --image REF (a stored image; \
-             scripts/bench-lazy builds one)"
-                .into(),
-        ));
-    };
-    let root = store_root.map_or_else(Store::default_root, Path::to_path_buf);
-    run(image, &args.dir, &root)
 }
 
 pub fn run(image: &str, dir: &Path, store_root: &Path) -> Result<()> {

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::remote::Remote;
+use crate::digest::Digest;
 use crate::image::estargz::decode_piece;
 use crate::image::toc::TocChunk;
-use crate::store::Digest;
 use crate::{Error, Result};
 
 /// How a layer's pieces are compressed.

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::store::Digest;
+use crate::digest::Digest;
 use crate::{Error, Result};
 
 pub const LIMIT_ENV: &str = "LAYERFS_CHUNK_CACHE_MAX";

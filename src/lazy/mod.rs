@@ -1,8 +1,7 @@
-//! Lazy images (issue 16): seekable layer formats pushed and saved (`convert`), and images
-//! mounted straight from a registry before they are downloaded.
+//! Lazy images (issue 16): images mounted straight from a registry before they are downloaded
+//! (the seekable formats are in `image::{chunked,estargz}`, their conversion in `store::convert`).
 pub mod bench;
 pub mod chunks;
-pub mod convert;
 pub mod fs;
 pub mod gc;
 pub mod mount;

@@ -24,7 +24,7 @@ use super::fs::LazyFs;
 use super::priority::ReadLog;
 use super::remote::Remote;
 use super::tree::Tree;
-use crate::cli::MountArgs;
+use crate::digest::Digest;
 use crate::image::oci::{Descriptor, ImageConfig, Platform, chain_ids};
 use crate::image::tarentry::{Meta, Mtime};
 use crate::image::toc::TocChunk;
@@ -36,7 +36,7 @@ use crate::registry::auth::AuthFiles;
 use crate::registry::challenge::repo_scope;
 use crate::registry::client::{Client, ClientOptions};
 use crate::registry::pull::{PullOptions, fetch_config, pull, resolve};
-use crate::store::{Digest, LockMode, Store};
+use crate::store::{LockMode, Store};
 use crate::{Error, Result, sys};
 
 /// A layer ready to mount: its tree and where its pieces come from.
@@ -56,18 +56,22 @@ pub enum Opened {
     NoToc(Digest),
 }
 
-pub fn mount_command(root: Option<&Path>, args: &MountArgs) -> Result<()> {
-    let [reference, mnt] = args.args.as_slice() else {
-        return Err(Error::Usage(
-            "mount --lazy REGISTRY/REPOSITORY[:TAG] MOUNTPOINT".into(),
-        ));
-    };
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
-    let reference = reference
-        .to_str()
-        .ok_or_else(|| Error::Usage("the image reference is not UTF-8".into()))?;
-    let r = Reference::parse(reference)?;
-    let mnt = crate::daemon::absolute(mnt)?;
+/// What `mount --lazy` was asked.
+#[derive(Clone, Debug)]
+pub struct LazyOptions {
+    /// REGISTRY/REPOSITORY[:TAG|@DIGEST]
+    pub reference: String,
+    pub mountpoint: PathBuf,
+    pub tls_verify: bool,
+    /// Pull the whole image in the background (after the pieces read first last time).
+    pub prefetch: bool,
+}
+
+/// `layerfs mount --lazy`; `root` is the store root.
+pub fn mount_command(root: &Path, o: &LazyOptions) -> Result<()> {
+    let root = root.to_path_buf();
+    let r = Reference::parse(&o.reference)?;
+    let mnt = crate::daemon::absolute(&o.mountpoint)?;
     if !mnt.is_dir() {
         return Err(Error::Usage(format!(
             "mount point {} is not a directory (create it with mkdir -p)",
@@ -75,7 +79,7 @@ pub fn mount_command(root: Option<&Path>, args: &MountArgs) -> Result<()> {
         )));
     }
     let client_opts = ClientOptions {
-        tls_verify: args.lazy.tls_verify,
+        tls_verify: o.tls_verify,
     };
     let started = Instant::now();
     match open_image(&root, &r, &client_opts)? {
@@ -103,7 +107,7 @@ pub fn mount_command(root: Option<&Path>, args: &MountArgs) -> Result<()> {
                 client: client_opts.clone(),
                 diff_ids,
             };
-            daemonize(&root, layers, &mnt, job, !args.lazy.no_prefetch)
+            daemonize(&root, layers, &mnt, job, o.prefetch)
         }
     }
 }
@@ -366,7 +370,6 @@ fn daemonize(
     prefetch: bool,
 ) -> Result<()> {
     let (rd, wr) = rustix::pipe::pipe().map_err(|e| Error::io("pipe", "", e.into()))?;
-    sys::set_umask(0);
     match sys::fork().map_err(|e| Error::io("fork", "", e.into()))? {
         None => {
             drop(rd);
@@ -453,7 +456,14 @@ fn serve(
         let h = Arc::clone(&handles);
         std::thread::spawn(move || job.run(h));
     }
-    let r = crate::daemon::serve(ov, &opts, mnt, Some(status));
+    let run = match crate::daemon::RunDir::open() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = status.write_all(e.to_string().as_bytes());
+            return Err(e);
+        }
+    };
+    let r = crate::daemon::serve(ov, &opts, mnt, &run, Some(status));
     for s in sessions {
         let _ = s.umount_and_join();
     }

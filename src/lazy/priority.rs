@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::digest::Digest;
 use crate::image::toc::TocChunk;
-use crate::store::Digest;
 
 /// Pieces in first-read order.
 #[derive(Debug, Default)]

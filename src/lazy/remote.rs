@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::digest::Digest;
 use crate::registry::client::{Client, Method, Request, read_limited};
 use crate::registry::docs::blob_path;
-use crate::store::Digest;
 use crate::{Error, Result};
 
 /// Tries per range before the read fails.

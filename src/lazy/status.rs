@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
 use crate::image::oci::chain_ids;
-use crate::store::{Digest, Store};
+use crate::store::Store;
 use crate::{Error, Result};
 
 #[derive(Serialize, Deserialize)]
@@ -106,8 +107,8 @@ pub fn rows(store: &Store) -> Vec<Vec<String>> {
                 format!(
                     "{:.0}% ({} of {})",
                     have as f64 * 100.0 / total.max(1) as f64,
-                    crate::store::output::human_size(have),
-                    crate::store::output::human_size(total)
+                    crate::human::human_size(have),
+                    crate::human::human_size(total)
                 )
             };
             rows.push(vec![

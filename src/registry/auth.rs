@@ -262,6 +262,27 @@ fn write_private(path: &Path, doc: &serde_json::Value) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
 }
 
+/// `localhost:5000`, `https://ghcr.io/`, `https://index.docker.io/v1/` -> the registry name.
+pub fn registry_name(server: Option<&str>) -> Result<String> {
+    let Some(s) = server else {
+        return Ok(DOCKER_HUB.to_owned());
+    };
+    let s = s
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or("").to_ascii_lowercase();
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+        return Err(Error::Usage(format!(
+            "invalid registry {s:?}: expected a host[:port] such as localhost:5000"
+        )));
+    }
+    Ok(match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_owned(),
+        _ => host,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +357,19 @@ mod tests {
         assert!(Credentials::new("a:b", "p").is_err());
         assert!(Credentials::new("a", "").is_err());
         assert!(Credentials::from_auth_field("!!!").is_none());
+    }
+
+    #[test]
+    fn registry_names() {
+        for (i, o) in [
+            (None, "docker.io"),
+            (Some("localhost:5000"), "localhost:5000"),
+            (Some("https://index.docker.io/v1/"), "docker.io"),
+            (Some("http://GHCR.io/"), "ghcr.io"),
+        ] {
+            assert_eq!(registry_name(i).unwrap(), o);
+        }
+        assert!(registry_name(Some("")).is_err());
+        assert!(registry_name(Some("a b")).is_err());
     }
 }

@@ -199,7 +199,7 @@ pub fn manifest_path(repository: &str, reference: &str) -> String {
     format!("/v2/{repository}/manifests/{}", encode_ref(reference))
 }
 
-pub fn blob_path(repository: &str, digest: &crate::store::Digest) -> String {
+pub fn blob_path(repository: &str, digest: &crate::digest::Digest) -> String {
     format!("/v2/{repository}/blobs/{digest}")
 }
 
@@ -214,7 +214,7 @@ fn encode_ref(r: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Digest;
+    use crate::digest::Digest;
 
     fn manifest(media: Option<&str>) -> Vec<u8> {
         let d = Digest::of(b"c");

@@ -25,8 +25,8 @@ use rustix::fs::{FlockOperation, flock};
 
 use super::client::{Client, Method, Request, Stats, header};
 use super::docs::blob_path;
-use crate::store::Digest;
-use crate::store::digest::Hasher;
+use crate::digest::Digest;
+use crate::digest::Hasher;
 use crate::{Error, Result};
 
 /// Partial downloads untouched for this long are removed at the next pull.

@@ -19,7 +19,6 @@
 pub mod auth;
 pub mod challenge;
 pub mod client;
-pub mod commands;
 pub mod docs;
 mod download;
 pub mod pull;

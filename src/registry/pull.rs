@@ -27,10 +27,12 @@ use super::docs::{
 };
 use super::download::{BlobFetch, forget_kept, sweep_stale};
 use super::{auth::Credentials, challenge::repo_scope};
+use crate::digest::Digest;
 use crate::image::oci::{Descriptor, Document, ImageConfig, Manifest, Platform, chain_ids};
+use crate::image::plan::{ImagePlan, LayerInput, Opener};
 use crate::reference::Reference;
-use crate::store::import::{ImagePlan, ImportOptions, LayerInput, Opener};
-use crate::store::{Digest, Store};
+use crate::store::Store;
+use crate::store::import::ImportOptions;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]

@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use super::client::{Body, Client, ClientOptions, Method, Request, Stats, header};
 use super::docs::{OCI_CONFIG, blob_path, manifest_accept, manifest_media_type, manifest_path};
 use super::{auth::Credentials, challenge::repo_scope, parallel_map};
+use crate::digest::Digest;
 use crate::image::compress::{Compression, sniff};
 use crate::image::oci::{Document, Manifest, OCI_MANIFEST, parse_document};
 use crate::reference::Reference;
-use crate::store::{Digest, ImageRecord, Store};
+use crate::store::{ImageRecord, Store};
 use crate::{Error, Result};
 
 /// How many repositories a mount is tried from before uploading.
@@ -34,7 +35,7 @@ pub struct PushOptions {
     pub jobs: usize,
     /// Re-compress the layers into this seekable format first (a new manifest; for eStargz
     /// also a new config).
-    pub compression: Option<crate::lazy::convert::SeekableFormat>,
+    pub compression: Option<crate::store::convert::SeekableFormat>,
 }
 
 impl Default for PushOptions {
@@ -95,7 +96,7 @@ pub fn push(
         None => manifest_and_blobs(store, img)?,
         Some(fmt) => {
             let st = store.staging()?;
-            let c = crate::lazy::convert::convert(store, img, fmt, st.path())?;
+            let c = crate::store::convert::convert(store, img, fmt, st.path())?;
             _scratch = Some(st);
             converted_blobs(c)
         }
@@ -182,7 +183,7 @@ fn manifest_and_blobs(store: &Store, img: &ImageRecord) -> Result<(Vec<u8>, Vec<
 }
 
 /// The blobs of a converted image (layers, then the config) and its manifest.
-fn converted_blobs(c: crate::lazy::convert::Converted) -> (Vec<u8>, Vec<Blob>) {
+fn converted_blobs(c: crate::store::convert::Converted) -> (Vec<u8>, Vec<Blob>) {
     let mut blobs: Vec<Blob> = c
         .layers
         .into_iter()

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Digest, Store};
+use super::Store;
+use crate::digest::Digest;
 
 /// File name of the kept blob inside a layer directory.
 pub const LAYER_BLOB: &str = "blob";

@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use super::{Digest, ImageRecord, Store, remove_all};
+use super::{ImageRecord, Store, remove_all};
+use crate::digest::Digest;
 use crate::{Error, Result};
 
 impl Store {

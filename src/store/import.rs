@@ -11,39 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::Store;
 use super::pipeline::{decode_in_thread, verdict};
 use super::records::{ImageRecord, LayerMeta, now_rfc3339};
-use super::{Digest, Store};
+use crate::digest::Digest;
 use crate::image::oci::{Document, ImageConfig, Manifest, chain_ids, parse_document};
+use crate::image::plan::{ImagePlan, LayerInput};
 use crate::image::tarentry::RelPath;
 use crate::image::unpack::{Limits, open_layer_root, unpack_layer};
 use crate::image::write::copy_dir_attrs_from_lower;
 use crate::reference::Reference;
 use crate::{Error, Result};
-
-/// Opens a layer blob for streaming (from an archive, a layout directory, a registry...).
-pub type Opener = Box<dyn Fn() -> Result<Box<dyn Read + Send>> + Send + Sync>;
-
-/// One layer to import, in the image's order.
-pub struct LayerInput {
-    /// How errors name it: `blob sha256:…` or `member abc/layer.tar of x.tar`.
-    pub what: String,
-    /// Digest and size of the blob as the manifest declares them (none in legacy archives).
-    pub expected: Option<(Digest, u64)>,
-    /// Bytes to expect, for progress bars.
-    pub size_hint: u64,
-    pub open: Opener,
-}
-
-/// Everything needed to import one image.
-pub struct ImagePlan {
-    /// Config bytes exactly as found (their sha256 is the image ID).
-    pub config: Vec<u8>,
-    /// Manifest bytes when the source has one.
-    pub manifest: Option<Vec<u8>>,
-    pub layers: Vec<LayerInput>,
-    pub names: Vec<Reference>,
-}
 
 pub struct ImportOptions {
     pub limits: Limits,
@@ -133,7 +111,7 @@ impl Store {
                     "layer {} extracted ({} entries, {})",
                     short(&s.meta.diff_id),
                     s.meta.entries,
-                    super::output::human_size(s.meta.size)
+                    crate::human::human_size(s.meta.size)
                 ),
             );
         }

@@ -23,23 +23,22 @@
 //! Everything is published by one rename of a fully written, synced object; an existing target
 //! (EEXIST/ENOTEMPTY) means another load published the same content first, which is success.
 pub mod blobs;
-pub mod commands;
-pub mod digest;
+pub mod convert;
 mod gc;
 pub mod import;
 mod lock;
-pub mod output;
 mod pipeline;
 pub mod records;
+pub mod save;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use digest::Digest;
 pub use lock::LockMode;
 pub use records::{ImageRecord, LayerMeta, Refs};
 
+use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::{Error, Result};
 
@@ -67,6 +66,7 @@ impl Store {
     /// Opens (creating) the store at `root`. Sweeps `tmp/` when no other process has the store
     /// open, since a staging directory only outlives its process after a crash.
     pub fn open(root: &Path, mode: LockMode) -> Result<Store> {
+        make_private(root)?;
         for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
@@ -359,10 +359,28 @@ fn list_hex(dir: &Path, suffix: &str) -> Result<Vec<Digest>> {
         let Some(hex) = name.strip_suffix(suffix) else {
             continue;
         };
-        if digest::is_sha256_hex(hex) {
+        if crate::digest::is_sha256_hex(hex) {
             out.push(Digest::parse(&format!("sha256:{hex}"))?);
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// Makes the store root private to its owner (0700), like Docker's /var/lib/docker: its layers
+/// hold setuid-root programs and device nodes that nobody else may reach by path. A store made
+/// by an older layerfs (0755) is fixed on open, and the user is told.
+fn make_private(root: &Path) -> Result<()> {
+    match crate::sys::private::ensure_private_dir(root, crate::sys::private::Last::Follow) {
+        Ok((_, crate::sys::private::Tightened::No)) => Ok(()),
+        Ok((_, crate::sys::private::Tightened::From(m))) => {
+            eprintln!(
+                "layerfs: store {} was mode {m:o}; made it private (0700): its layers hold \
+                 setuid programs and device nodes",
+                root.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(Error::Usage(format!("store {}: {e}", root.display()))),
+    }
 }

@@ -4,8 +4,7 @@
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::Digest;
-use super::digest::HashingReader;
+use crate::digest::{Digest, HashingReader};
 use crate::image::compress;
 use crate::{Error, Result};
 

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Digest;
+use crate::digest::Digest;
 
 /// layers/HEX/meta.json
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat};
 use rustix::io::Errno;
 
 pub mod copy;
+pub mod private;
 
 /// `fstatat(dir, rel, AT_SYMLINK_NOFOLLOW)`; `rel` may be "." for the dir itself.
 pub fn lstat_at(dir: BorrowedFd<'_>, rel: &CStr) -> Result<Stat, Errno> {
@@ -202,16 +203,12 @@ pub fn wait_pid_exit(pid: i32, timeout_ms: i32) -> Result<bool, Errno> {
     Ok(n > 0)
 }
 
-/// Points stdin and stdout at /dev/null and stderr at `log` (appended, mode 0600), or at
-/// /dev/null too without one: a daemon's last step before serving, so that it holds no pipe
-/// of the process that started it (podman reads the mount program's stderr to its end).
-pub fn detach_stdio(log: Option<&std::path::Path>) -> Result<(), Errno> {
+/// Points stdin and stdout at /dev/null and stderr at `log` (see `private::open_private_append`),
+/// or at /dev/null too without one: a daemon's last step before serving, so that it holds no
+/// pipe of the process that started it (podman reads the mount program's stderr to its end).
+pub fn detach_stdio(log: Option<OwnedFd>) -> Result<(), Errno> {
     let null = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
-    let log_fd = log.and_then(|p| {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::CLOEXEC;
-        rustix::fs::open(p, flags, Mode::from_raw_mode(0o600)).ok()
-    });
-    let err = log_fd.as_ref().unwrap_or(&null);
+    let err = log.as_ref().unwrap_or(&null);
     for (from, target) in [(&null, 0), (&null, 1), (err, 2)] {
         // SAFETY: fds 0..2 are the standard streams of this process; dup2 over them replaces
         // them atomically and we never hold Rust objects that own those numbers.

@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use layerfs::digest::Digest;
 use layerfs::image::pack::{open_tree, pack_dir};
-use layerfs::store::Digest;
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

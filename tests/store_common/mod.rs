@@ -158,7 +158,7 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 }
 
 pub fn sha256(data: &[u8]) -> String {
-    layerfs::store::Digest::of(data).to_string()
+    layerfs::digest::Digest::of(data).to_string()
 }
 
 /// `ls -l`-like one-line description of an entry, for tree comparisons.

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use clap::{ArgAction, Args, Subcommand};
 
-use super::auth::{AuthFiles, Credentials};
-use super::client::{Client, ClientOptions};
-use super::pull::{PullOptions, pull};
-use super::push::{PushOptions, push};
 use crate::image::oci::Platform;
-use crate::reference::{DOCKER_HUB, Reference};
+use crate::reference::Reference;
+use crate::registry::auth::{AuthFiles, Credentials, registry_name};
+use crate::registry::client::{Client, ClientOptions};
+use crate::registry::pull::{PullOptions, pull};
+use crate::registry::push::{PushOptions, push};
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -97,14 +97,13 @@ pub struct LogoutArgs {
     pub server: Option<String>,
 }
 
-pub fn run(root: Option<&Path>, cmd: RegistryCommand) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+pub fn run(root: &Path, cmd: RegistryCommand) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let files = AuthFiles::from_env();
     match cmd {
-        RegistryCommand::Pull(a) => pull_cmd(&root, &files, &a, &mut out),
-        RegistryCommand::Push(a) => push_cmd(&root, &files, &a, &mut out),
+        RegistryCommand::Pull(a) => pull_cmd(root, &files, &a, &mut out),
+        RegistryCommand::Push(a) => push_cmd(root, &files, &a, &mut out),
         RegistryCommand::Login(a) => login(&files, &a, &mut out),
         RegistryCommand::Logout(a) => logout(&files, &a, &mut out),
     }
@@ -165,27 +164,6 @@ fn push_cmd(root: &Path, files: &AuthFiles, a: &PushArgs, out: &mut dyn Write) -
         let _ = writeln!(out, "{d}");
     }
     Ok(())
-}
-
-/// `localhost:5000`, `https://ghcr.io/`, `https://index.docker.io/v1/` -> the registry name.
-pub fn registry_name(server: Option<&str>) -> Result<String> {
-    let Some(s) = server else {
-        return Ok(DOCKER_HUB.to_owned());
-    };
-    let s = s
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = s.split('/').next().unwrap_or("").to_ascii_lowercase();
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
-        return Err(Error::Usage(format!(
-            "invalid registry {s:?}: expected a host[:port] such as localhost:5000"
-        )));
-    }
-    Ok(match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_owned(),
-        _ => host,
-    })
 }
 
 fn login(files: &AuthFiles, a: &LoginArgs, out: &mut dyn Write) -> Result<()> {
@@ -268,23 +246,4 @@ fn prompt(label: &str, echo: bool) -> Result<String> {
     }
     r.map_err(|e| Error::io("read", "<stdin>", e))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_names() {
-        for (i, o) in [
-            (None, "docker.io"),
-            (Some("localhost:5000"), "localhost:5000"),
-            (Some("https://index.docker.io/v1/"), "docker.io"),
-            (Some("http://GHCR.io/"), "ghcr.io"),
-        ] {
-            assert_eq!(registry_name(i).unwrap(), o);
-        }
-        assert!(registry_name(Some("")).is_err());
-        assert!(registry_name(Some("a b")).is_err());
-    }
 }

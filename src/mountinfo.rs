@@ -1,5 +1,5 @@
-//! The mount table: parsing /proc/self/mountinfo (pure) and waiting for a mount point to appear
-//! or disappear by poll(2) on it: the kernel marks the file with POLLPRI whenever the mount
+//! The mount table, the one parser of /proc/self/mountinfo in the crate (pure) and waiting for a
+//! mount point to appear or disappear by poll(2) on it: the kernel marks the file with POLLPRI whenever the mount
 //! table of this namespace changes, so readiness costs no sleeping and no busy loop.
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -15,6 +15,8 @@ pub const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// `major:minor` of the mounted device (for a FUSE mount, its bdi name in /sys/class/bdi).
+    pub device: String,
     pub mount_point: PathBuf,
     pub fstype: String,
     pub source: String,
@@ -51,11 +53,16 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
+            let mut l = left.split(' ');
+            let device = l.nth(2)?.to_string();
+            let mount_point = l.nth(1)?;
             let mut r = right.split(' ');
             let fstype = r.next()?.to_string();
-            let source = r.next().unwrap_or("").to_string();
+            let source = unescape(r.next().unwrap_or(""))
+                .to_string_lossy()
+                .into_owned();
             Some(MountEntry {
+                device,
                 mount_point: unescape(mount_point),
                 fstype,
                 source,
@@ -83,6 +90,11 @@ pub fn mounts_under(entries: &[MountEntry], dir: &Path) -> Vec<PathBuf> {
     v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     v.dedup();
     v
+}
+
+/// The topmost mount at exactly `mnt` (the last one listed: later mounts cover earlier ones).
+pub fn mount_at<'a>(entries: &'a [MountEntry], mnt: &Path) -> Option<&'a MountEntry> {
+    entries.iter().rev().find(|e| e.mount_point == mnt)
 }
 
 /// The mount that holds `path` (longest mount point that is a prefix of it).
@@ -150,6 +162,8 @@ garbage line
         assert_eq!(e[0].mount_point, PathBuf::from("/"));
         assert_eq!(e[0].fstype, "ext4");
         assert_eq!(e[0].source, "/dev/vda");
+        assert_eq!(e[0].device, "254:0");
+        assert_eq!(e[1].device, "0:52");
         assert_eq!(e[2].mount_point, PathBuf::from("/var/tmp/lfb.1/r1/m x"));
         assert_eq!(e[2].fstype, "fuse.fuse-overlayfs");
     }

@@ -8,12 +8,13 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::digest::Digest;
+use crate::digest::{HashingReader, HashingWriter};
 use crate::image::chunked::ChunkedWriter;
 use crate::image::compress;
 use crate::image::estargz::{EstargzSink, EstargzWriter};
 use crate::image::toc::walk;
-use crate::store::digest::{HashingReader, HashingWriter};
-use crate::store::{Digest, ImageRecord, Store};
+use crate::store::{ImageRecord, Store};
 use crate::{Error, Result};
 
 pub const ZSTD_MEDIA: &str = "application/vnd.oci.image.layer.v1.tar+zstd";

@@ -1,21 +1,20 @@
-//! The container commands: create, ps, diff, commit, save, export, rm (mount and umount
-//! dispatch from `daemon.rs` into `mount.rs`).
-use std::collections::HashSet;
+//! The container commands: create, ps, diff, commit, save, export, rm (mount and umount are in
+//! `mount.rs`).
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::commit::{CommitOptions, commit};
-use super::mount::{mounts_of, shown_image_name, unmount_container};
-use super::record::{ContainerRecord, Containers};
-use super::{changes, diff, export};
+use super::output::{emit, human_ago, table, to_json};
+use crate::container::commit::{CommitOptions, commit};
+use crate::container::mount::{lowerdirs, mounts_of, shown_image_name, unmount_container};
+use crate::container::record::{ContainerRecord, Containers, upper_size};
+use crate::container::{changes, diff, export};
+use crate::human::human_size;
 use crate::image::compress::Compression;
-use crate::image::save::SaveFormat;
 use crate::reference::Reference;
-use crate::store::output::{human_ago, human_size, table};
+use crate::store::save::SaveFormat;
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -36,9 +35,6 @@ pub enum ContainerCommand {
     /// Remove containers and everything they wrote
     Rm(RmArgs),
 }
-
-/// Subcommand names, for the argv normaliser in `cli.rs`.
-pub const NAMES: &[&str] = &["create", "ps", "diff", "commit", "save", "export", "rm"];
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -110,7 +106,7 @@ pub struct SaveArgs {
     #[arg(long, default_value = "docker-archive")]
     pub format: String,
     #[command(flatten)]
-    pub seekable: crate::cli::lazy::SeekableArg,
+    pub seekable: super::lazy::SeekableArg,
 }
 
 #[derive(Debug, Args)]
@@ -131,9 +127,8 @@ pub struct RmArgs {
     pub force: bool,
 }
 
-pub fn run(root: Option<&Path>, cmd: ContainerCommand) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
-    let store = Store::open(&root, LockMode::Shared)?;
+pub fn run(root: &Path, cmd: ContainerCommand) -> Result<()> {
+    let store = Store::open(root, LockMode::Shared)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cmd {
@@ -143,13 +138,12 @@ pub fn run(root: Option<&Path>, cmd: ContainerCommand) -> Result<()> {
         ContainerCommand::Commit(a) => commit_cmd(&store, &a, &mut out),
         ContainerCommand::Save(a) => {
             let format: SaveFormat = a.format.parse()?;
-            let comp = a.seekable.compression;
-            crate::image::save::save_with(
+            crate::store::save::save_with(
                 &store,
                 &a.images,
                 &a.output,
                 format,
-                comp,
+                a.seekable.compression,
                 &mut std::io::stderr(),
             )
         }
@@ -158,36 +152,11 @@ pub fn run(root: Option<&Path>, cmd: ContainerCommand) -> Result<()> {
     }
 }
 
-fn emit(out: &mut dyn Write, s: &str) -> Result<()> {
-    out.write_all(s.as_bytes())
-        .map_err(|e| Error::io("write", "<stdout>", e))
-}
-
 fn create(store: &Store, a: &CreateArgs, out: &mut dyn Write) -> Result<()> {
     let img = store.resolve(&a.image)?;
     let rec =
         Containers::new(store).create(&img, &shown_image_name(&a.image), a.name.as_deref())?;
     emit(out, &format!("{}\n", rec.id))
-}
-
-/// Bytes and inodes of a writable layer (each inode once; directories not counted).
-pub fn upper_size(p: &Path) -> u64 {
-    fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
-        let Ok(rd) = std::fs::read_dir(p) else { return };
-        for e in rd.flatten() {
-            let Ok(md) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if md.is_dir() {
-                walk(&e.path(), seen, total);
-            } else if md.nlink() == 1 || seen.insert((md.dev(), md.ino())) {
-                *total += md.size();
-            }
-        }
-    }
-    let mut total = 0;
-    walk(p, &mut HashSet::new(), &mut total);
-    total
 }
 
 fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
@@ -233,10 +202,7 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
                 })
             })
             .collect();
-        return emit(
-            out,
-            &(serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"),
-        );
+        return emit(out, &to_json(&v));
     }
     let lines: Vec<Vec<String>> = rows
         .iter()
@@ -279,7 +245,7 @@ fn shown_mountpoint(mounts: &[PathBuf], served: bool) -> String {
 fn diff_cmd(store: &Store, a: &DiffArgs, out: &mut dyn Write) -> Result<()> {
     let cs = Containers::new(store);
     let rec = cs.resolve(&a.container)?;
-    let changes = diff::diff(&cs.upper(&rec.id), &super::mount::lowerdirs(store, &rec))?;
+    let changes = diff::diff(&cs.upper(&rec.id), &lowerdirs(store, &rec))?;
     if a.json {
         return emit(out, &diff::to_json(&changes));
     }
@@ -358,26 +324,7 @@ fn export_cmd(store: &Store, a: &ExportArgs) -> Result<()> {
             export::export(store, &rec, w)?;
             Ok(())
         }
-        Some(p) => {
-            let tmp = p.with_file_name(format!(
-                ".{}.layerfs-tmp-{}",
-                p.file_name()
-                    .map_or("export".into(), |n| n.to_string_lossy()),
-                std::process::id()
-            ));
-            let f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-            let r = export::export(store, &rec, std::io::BufWriter::new(f)).and_then(|(w, _)| {
-                let f = w
-                    .into_inner()
-                    .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
-                f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
-            });
-            if let Err(e) = r {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            std::fs::rename(&tmp, p).map_err(|e| Error::io("rename", p, e))
-        }
+        Some(p) => export::export_to_file(store, &rec, p),
     }
 }
 

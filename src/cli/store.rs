@@ -7,13 +7,15 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::import::ImportOptions;
-use super::output::{glob, human_ago, human_size, table};
-use super::{Digest, ImageRecord, LockMode, Store};
+use super::output::{emit, glob, human_ago, table, to_json};
+use crate::digest::Digest;
+use crate::human::human_size;
 use crate::image::load::{LoadOptions, plans};
 use crate::image::oci::{ImageConfig, Platform};
 use crate::image::source::Source;
 use crate::reference::Reference;
+use crate::store::import::ImportOptions;
+use crate::store::{ImageRecord, LockMode, Store};
 use crate::{Error, Result};
 
 #[derive(Debug, Subcommand)]
@@ -123,30 +125,20 @@ pub struct DfArgs {
     pub json: bool,
 }
 
-/// Runs a store command against the store at `root` (default: [`Store::default_root`]).
-pub fn run(root: Option<&Path>, cmd: StoreCommand) -> Result<()> {
-    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+/// Runs a store command against the store at `root`.
+pub fn run(root: &Path, cmd: StoreCommand) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cmd {
-        StoreCommand::Load(a) => load(&root, &a, &mut out),
-        StoreCommand::Images(a) => images(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
-        StoreCommand::Inspect(a) => inspect(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
-        StoreCommand::History(a) => history(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
-        StoreCommand::Tag(a) => tag(&Store::open(&root, LockMode::Shared)?, &a),
-        StoreCommand::Rmi(a) => rmi(&Store::open(&root, LockMode::Exclusive)?, &a, &mut out),
-        StoreCommand::Prune(a) => prune(&Store::open(&root, LockMode::Exclusive)?, &a, &mut out),
-        StoreCommand::Df(a) => df(&Store::open(&root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::Load(a) => load(root, &a, &mut out),
+        StoreCommand::Images(a) => images(&Store::open(root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::Inspect(a) => inspect(&Store::open(root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::History(a) => history(&Store::open(root, LockMode::Shared)?, &a, &mut out),
+        StoreCommand::Tag(a) => tag(&Store::open(root, LockMode::Shared)?, &a),
+        StoreCommand::Rmi(a) => rmi(&Store::open(root, LockMode::Exclusive)?, &a, &mut out),
+        StoreCommand::Prune(a) => prune(&Store::open(root, LockMode::Exclusive)?, &a, &mut out),
+        StoreCommand::Df(a) => df(&Store::open(root, LockMode::Shared)?, &a, &mut out),
     }
-}
-
-fn emit(out: &mut dyn Write, s: &str) -> Result<()> {
-    out.write_all(s.as_bytes())
-        .map_err(|e| Error::io("write", "<stdout>", e))
-}
-
-fn to_json(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
 pub fn load(root: &Path, a: &LoadArgs, out: &mut dyn Write) -> Result<()> {

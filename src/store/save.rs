@@ -24,32 +24,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::compress::{self, Compression};
-use super::oci::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Document, OCI_INDEX, OCI_MANIFEST,
-    parse_document,
+use super::convert::SeekableFormat;
+use super::{ImageRecord, Store};
+use crate::digest::{Digest, HashingReader, HashingWriter};
+use crate::image::compress::{self, Compression};
+use crate::image::oci::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Document, LAYER_TAR, OCI_CONFIG,
+    OCI_INDEX, OCI_MANIFEST, layer_media_type, oci_manifest, parse_document,
 };
-use super::pack::{open_tree, pack_dir};
-use super::tarwrite::{TarEntry, TarWriter};
-use crate::lazy::convert::SeekableFormat;
+use crate::image::pack::{open_tree, pack_dir};
+use crate::image::tarwrite::{TarEntry, TarWriter};
 use crate::reference::Reference;
-use crate::store::digest::{HashingReader, HashingWriter};
-use crate::store::{Digest, ImageRecord, Store};
 use crate::{Error, Result};
-
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-
-/// The OCI media type of a layer blob compressed with `c`.
-pub fn layer_media_type(c: Compression) -> &'static str {
-    match c {
-        Compression::Plain => LAYER_TAR,
-        Compression::Gzip => LAYER_GZIP,
-        Compression::Zstd => LAYER_ZSTD,
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SaveFormat {
@@ -149,8 +135,8 @@ pub fn stored_layer(store: &Store, img: &ImageRecord, i: usize, scratch: &Path) 
     let file = File::create(&dest).map_err(|e| Error::io("create", &dest, e))?;
     let w = HashingWriter::new(BufWriter::new(file));
     let (w, _) = pack_dir(std::os::fd::AsFd::as_fd(&root), w).map_err(|e| match e {
-        super::pack::PackError::Changed(m) => Error::Format(m),
-        super::pack::PackError::Failed(e) => e,
+        crate::image::pack::PackError::Changed(m) => Error::Format(m),
+        crate::image::pack::PackError::Failed(e) => e,
     })?;
     let (buf, got, size) = w.finish();
     buf.into_inner()
@@ -211,26 +197,6 @@ fn uncompressed_layer(store: &Store, img: &ImageRecord, i: usize, scratch: &Path
     })
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestOut<'a> {
-    schema_version: u32,
-    media_type: &'a str,
-    config: &'a Descriptor,
-    layers: Vec<&'a Descriptor>,
-}
-
-/// An OCI image manifest for `config` and `layers` (bytes, deterministic).
-pub fn oci_manifest(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>> {
-    serde_json::to_vec(&ManifestOut {
-        schema_version: 2,
-        media_type: OCI_MANIFEST,
-        config,
-        layers: layers.iter().collect(),
-    })
-    .map_err(|e| Error::Format(format!("encoding manifest: {e}")))
-}
-
 /// One image to save: its blobs and the manifest that ties them.
 struct Planned {
     img: ImageRecord,
@@ -276,7 +242,7 @@ fn plan(
         _ => Vec::new(),
     };
     if let Some(fmt) = seekable {
-        let c = crate::lazy::convert::convert(store, &img, fmt, scratch)?;
+        let c = super::convert::convert(store, &img, fmt, scratch)?;
         let layers = c
             .layers
             .into_iter()
@@ -496,7 +462,7 @@ pub fn save_with(
     ));
     let r = write_to(&tmp, &planned, format);
     if let Err(e) = r {
-        let _ = crate::store::remove_all(&tmp);
+        let _ = super::remove_all(&tmp);
         return Err(e);
     }
     std::fs::rename(&tmp, output).map_err(|e| Error::io("rename", output, e))?;
@@ -539,6 +505,7 @@ fn write_to(tmp: &Path, planned: &[Planned], format: SaveFormat) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::oci::LAYER_ZSTD;
 
     #[test]
     fn manifest_is_deterministic_oci() {
