@@ -356,3 +356,49 @@ fn prefetch_fetches_what_the_last_mount_read_first() {
     let images = env.ok(&["images"]);
     assert_eq!(images.matches("100% (extracted)").count(), 2, "{images}");
 }
+
+#[test]
+fn layer_mounts_of_a_killed_daemon_are_swept_by_the_next_mount() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (_reg, proxy) = setup();
+    let env = Env::new();
+    let reference = format!("{}/app:zstd-chunked", proxy.addr());
+    let m = LazyMount::new(&env, &reference, &["--no-prefetch"]);
+    let lazy_dir = env.root().join("lazy");
+    let pid: i32 = std::fs::read_dir(&lazy_dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok()?.parse().ok())
+        .next()
+        .expect("the daemon's layer directory");
+    let layer_mounts = |pid: i32| {
+        let prefix = format!("{}/", lazy_dir.join(pid.to_string()).display());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&prefix)))
+            .count()
+    };
+    assert_eq!(layer_mounts(pid), 2);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "daemon did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(m);
+    assert_eq!(layer_mounts(pid), 2, "stale layer mounts stay until swept");
+    let m2 = LazyMount::new(&env, &reference, &["--no-prefetch"]);
+    assert_eq!(layer_mounts(pid), 0);
+    assert!(!lazy_dir.join(pid.to_string()).exists());
+    assert_eq!(
+        std::fs::read(m2.path().join("etc/os-release")).unwrap(),
+        b"NAME=lazy\nID=lazy\n"
+    );
+}

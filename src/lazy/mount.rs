@@ -480,7 +480,37 @@ fn serve(
     r
 }
 
+/// Layer mounts left by a daemon that was killed (`ROOT/lazy/PID/N` of a dead PID): detached
+/// and removed, so they do not pile up.
+fn sweep_stale(lazy_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(lazy_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        if let Ok(layers) = std::fs::read_dir(e.path()) {
+            for l in layers.flatten() {
+                let _ = rustix::mount::unmount(&l.path(), rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        log::info!("removing the layer mounts of dead lazy daemon {pid}");
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
 fn mount_layers(base: &Path, layers: Vec<LazyLayer>) -> Result<Stack> {
+    if let Some(parent) = base.parent() {
+        sweep_stale(parent);
+    }
     let mut sessions = Vec::new();
     let mut dirs = Vec::new();
     let mut handles = Vec::new();
