@@ -499,7 +499,7 @@ fn sweep_stale(lazy_dir: &Path) {
         }
         if let Ok(layers) = std::fs::read_dir(e.path()) {
             for l in layers.flatten() {
-                let _ = rustix::mount::unmount(&l.path(), rustix::mount::UnmountFlags::DETACH);
+                let _ = rustix::mount::unmount(l.path(), rustix::mount::UnmountFlags::DETACH);
             }
         }
         log::info!("removing the layer mounts of dead lazy daemon {pid}");
