@@ -353,8 +353,23 @@ fn prefetch_fetches_what_the_last_mount_read_first() {
         seen.iter().map(|s| &s.target).collect::<Vec<_>>()
     );
     assert_eq!(m.cached_chunks(), 2);
-    let images = env.ok(&["images"]);
-    assert_eq!(images.matches("100% (extracted)").count(), 2, "{images}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let images = env.ok(&["images"]);
+        if images.matches("100% (extracted, reads local)").count() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reads never became local: {images}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Everything now reads from the extracted layers: no more requests.
+    let before = proxy.range_gets();
+    let want = full_pull_tree(&reference);
+    assert_eq!(full_tree(m.path()), want);
+    assert_eq!(proxy.range_gets(), before);
 }
 
 #[test]

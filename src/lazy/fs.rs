@@ -12,6 +12,7 @@
 //! File data: the pieces a read covers are fetched on demand through [`LayerSource`]
 //! (verified before anything is returned); once the background pull has extracted the layer
 //! into the store, reads go to the extracted files instead (`local`).
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
@@ -39,7 +40,12 @@ pub struct LazyFs {
     pub local: Arc<OnceLock<OwnedFd>>,
     /// Pieces in first-read order (the next mount's prefetch list).
     pub log: Arc<parking_lot::Mutex<ReadLog>>,
+    /// Open extracted files by node, once reads are local (bounded).
+    open_local: parking_lot::Mutex<HashMap<usize, Arc<std::fs::File>>>,
 }
+
+/// Extracted files kept open at once.
+const MAX_OPEN_LOCAL: usize = 512;
 
 fn time(t: Mtime) -> SystemTime {
     let d = Duration::new(t.sec.unsigned_abs(), t.nsec.min(999_999_999));
@@ -67,6 +73,7 @@ impl LazyFs {
             source,
             local: Arc::new(OnceLock::new()),
             log: Arc::default(),
+            open_local: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -127,7 +134,8 @@ impl LazyFs {
         }
         self.log.lock().record(idx, chunks);
         if let Some(dir) = self.local.get() {
-            return read_local(dir, n, off, end);
+            let f = self.local_file(dir, idx, n)?;
+            return read_at(&f, off, end);
         }
         let mut out = Vec::with_capacity((end - off) as usize);
         for c in chunks {
@@ -156,17 +164,31 @@ impl LazyFs {
     }
 }
 
-/// Reads from the extracted layer, resolving the path beneath it without following symlinks.
-fn read_local(dir: &OwnedFd, n: &Node, off: u64, end: u64) -> Result<Vec<u8>, Errno> {
-    let fd = rustix::fs::openat2(
-        dir,
-        n.path.as_path(),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
-    let f = std::fs::File::from(fd);
+impl LazyFs {
+    /// The extracted file of node `idx`, opened beneath the layer without following symlinks.
+    fn local_file(&self, dir: &OwnedFd, idx: usize, n: &Node) -> Result<Arc<std::fs::File>, Errno> {
+        if let Some(f) = self.open_local.lock().get(&idx) {
+            return Ok(Arc::clone(f));
+        }
+        let fd = rustix::fs::openat2(
+            dir,
+            n.path.as_path(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
+        let f = Arc::new(std::fs::File::from(fd));
+        let mut open = self.open_local.lock();
+        if open.len() >= MAX_OPEN_LOCAL {
+            open.clear();
+        }
+        open.insert(idx, Arc::clone(&f));
+        Ok(f)
+    }
+}
+
+fn read_at(f: &std::fs::File, off: u64, end: u64) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; (end - off) as usize];
     let mut got = 0;
     while got < buf.len() {

@@ -335,6 +335,7 @@ impl Prefetch {
                 let dir = crate::image::unpack::open_layer_root(&store.layer_diff(chain))?;
                 let _ = h.local.set(dir);
             }
+            super::status::mark_prefetched(&self.root);
             log::info!("prefetch: {} is stored; reads are local", self.reference);
             Ok(())
         })();

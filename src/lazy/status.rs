@@ -24,6 +24,9 @@ pub struct MountStatus {
     pub reference: String,
     pub mountpoint: PathBuf,
     pub layers: Vec<LayerStatus>,
+    /// The background pull is done and every layer reads its extracted files.
+    #[serde(default)]
+    pub prefetched: bool,
 }
 
 fn status_path(root: &Path) -> PathBuf {
@@ -56,11 +59,30 @@ pub fn write(
                     .collect(),
             })
             .collect(),
+        prefetched: false,
     };
     let p = status_path(root);
     let bytes = serde_json::to_vec(&st).map_err(|e| Error::Format(format!("lazy status: {e}")))?;
     std::fs::write(&p, bytes).map_err(|e| Error::io("write", &p, e))?;
     Ok(p)
+}
+
+/// Notes in this daemon's status file that reads are local now.
+pub fn mark_prefetched(root: &Path) {
+    let p = status_path(root);
+    let Some(mut st) = std::fs::read(&p)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<MountStatus>(&b).ok())
+    else {
+        return;
+    };
+    st.prefetched = true;
+    let tmp = p.with_extension("tmp");
+    if let Ok(b) = serde_json::to_vec(&st)
+        && std::fs::write(&tmp, b).is_ok()
+    {
+        let _ = std::fs::rename(&tmp, &p);
+    }
 }
 
 /// Statuses of live lazy daemons (files of dead ones are removed).
@@ -95,7 +117,9 @@ pub fn rows(store: &Store) -> Vec<Vec<String>> {
     for m in live(store.root()) {
         for l in &m.layers {
             let total: u64 = l.pieces.iter().map(|(_, s)| s).sum();
-            let local = if store.has_layer(&l.chain) {
+            let local = if m.prefetched {
+                "100% (extracted, reads local)".to_string()
+            } else if store.has_layer(&l.chain) {
                 "100% (extracted)".to_string()
             } else {
                 let have: u64 = l
