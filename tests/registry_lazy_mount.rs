@@ -204,7 +204,12 @@ fn bench_lazy_reports_both_methods_at_both_speeds() {
         "app:1",
         "--dir",
         work.path().to_str().unwrap(),
+        "--warm-only",
     ]);
+    assert!(
+        out.contains("whole tree read (page cache not dropped) after the prefetch"),
+        "{out}"
+    );
     let rows: Vec<Vec<&str>> = out
         .lines()
         .filter(|l| l.contains("Mbit/s") || l.contains("Gbit/s"))

@@ -166,7 +166,7 @@ pub fn run(args: &BenchArgs, store_root: &Path) -> Result<()> {
                     .into(),
             ));
         };
-        return crate::lazy::bench::run(image, &args.dir, store_root);
+        return crate::lazy::bench::run(image, &args.dir, store_root, !args.warm_only);
     }
     let cfg = args.config(store_root)?;
     let impls = args.implementations()?;

@@ -58,10 +58,10 @@ struct Row {
     bytes: u64,
 }
 
-pub fn run(image: &str, dir: &Path, store_root: &Path) -> Result<()> {
+pub fn run(image: &str, dir: &Path, store_root: &Path, drop_caches: bool) -> Result<()> {
     let scratch = dir.join(format!("layerfs-bench-lazy-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| Error::io("create", &scratch, e))?;
-    let r = measure(image, &scratch, store_root);
+    let r = measure(image, &scratch, store_root, drop_caches);
     let _ = std::fs::remove_dir_all(&scratch);
     let (rows, size) = r?;
     println!(
@@ -89,7 +89,12 @@ pub fn run(image: &str, dir: &Path, store_root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn measure(image: &str, scratch: &Path, store_root: &Path) -> Result<(Vec<Row>, u64)> {
+fn measure(
+    image: &str,
+    scratch: &Path,
+    store_root: &Path,
+    drop_caches: bool,
+) -> Result<(Vec<Row>, u64)> {
     let reg = Registry::start(scratch)?;
     let dest = Reference::parse(&format!("127.0.0.1:{}/bench/lazy:1", reg.port))?;
     let size = {
@@ -125,7 +130,109 @@ fn measure(image: &str, scratch: &Path, store_root: &Path) -> Result<(Vec<Row>, 
             });
         }
     }
+    let local = local_reads(scratch, reg.port, drop_caches)?;
+    println!(
+        "whole tree read {} after the prefetch completed: lazy mount {:.2} s, extracted \
+         layers {:.2} s ({} files, {:.1} MB)",
+        if drop_caches {
+            "cold (page cache dropped)"
+        } else {
+            "(page cache not dropped)"
+        },
+        local.0,
+        local.1,
+        local.2,
+        local.3 as f64 / 1e6
+    );
     Ok((rows, size))
+}
+
+/// A lazy mount whose prefetch completed vs the same image's extracted layers: seconds to read
+/// every file with the page cache dropped first, and what was read.
+fn local_reads(scratch: &Path, port: u16, drop_caches: bool) -> Result<(f64, f64, u64, u64)> {
+    let root = scratch.join("store-local");
+    let lazy_mnt = scratch.join("mnt-local-lazy");
+    let plain_mnt = scratch.join("mnt-local-extracted");
+    for d in [&lazy_mnt, &plain_mnt] {
+        std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
+    }
+    let reference = format!("127.0.0.1:{port}/bench/lazy:1");
+    let r = (|| {
+        layerfs(
+            &root,
+            &["mount", "--lazy", &reference, path_str(&lazy_mnt)?],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !super::status::live(&root).iter().any(|m| m.prefetched) {
+            if Instant::now() > deadline {
+                return Err(Error::Usage("bench: the prefetch did not complete".into()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        layerfs(
+            &root,
+            &["mount", "--read-only", &reference, path_str(&plain_mnt)?],
+        )?;
+        let lazy = timed_read(&lazy_mnt, drop_caches)?;
+        let plain = timed_read(&plain_mnt, drop_caches)?;
+        Ok((lazy.0, plain.0, plain.1, plain.2))
+    })();
+    for m in [&lazy_mnt, &plain_mnt] {
+        let _ = Command::new(exe()?).arg("umount").arg(m).status();
+    }
+    r
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| Error::Usage(format!("{}: not UTF-8", p.display())))
+}
+
+/// Runs `layerfs --root ROOT ARGS...`.
+fn layerfs(root: &Path, args: &[&str]) -> Result<()> {
+    let o = Command::new(exe()?)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io("run", "layerfs", e))?;
+    if !o.status.success() {
+        return Err(Error::Usage(format!(
+            "bench: layerfs {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Drops the page cache (root, when asked), then reads every regular file below `dir`:
+/// (seconds, files, bytes).
+fn timed_read(dir: &Path, drop_caches: bool) -> Result<(f64, u64, u64)> {
+    if drop_caches {
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    }
+    let t0 = Instant::now();
+    let (mut files, mut bytes) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| Error::io("list", &d, e))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if md.is_dir() {
+                stack.push(p);
+            } else if md.is_file() {
+                let mut f = std::fs::File::open(&p).map_err(|e| Error::io("open", &p, e))?;
+                bytes += std::io::copy(&mut f, &mut std::io::sink())
+                    .map_err(|e| Error::io("read", &p, e))?;
+                files += 1;
+            }
+        }
+    }
+    Ok((t0.elapsed().as_secs_f64(), files, bytes))
 }
 
 fn exe() -> Result<PathBuf> {
