@@ -1,5 +1,28 @@
 //! How numbers look to a person: sizes in docker's units, shared by the commands' tables and
-//! the store's and registry's progress lines.
+//! the store's and registry's progress lines, and the one progress-bar style (loads, pulls,
+//! pushes).
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The bars of one command: drawn on stderr when `show` (a terminal, not `--quiet`), else
+/// hidden, so callers never branch on it.
+pub fn progress_bars(show: bool) -> MultiProgress {
+    let bars = MultiProgress::new();
+    if !show {
+        bars.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bars
+}
+
+/// A bar for `total` bytes of the blob or layer `what`: `what [bar] done/total rate`.
+pub fn byte_bar(bars: &MultiProgress, total: u64, what: String) -> ProgressBar {
+    let bar = bars.add(ProgressBar::new(total));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what);
+    bar
+}
 
 /// Decimal units as docker prints them: `0B`, `999B`, `7.8MB`, `1.235GB`.
 pub fn human_size(n: u64) -> String {

@@ -219,10 +219,10 @@ fn sigint_to_the_command_unmounts_and_removes_everything() {
     )
     .unwrap();
     let status = child.wait().unwrap();
-    // Exit code 1 is the clean error path (death by the signal would have no code).
+    // 130 (128 + SIGINT) is the clean interrupted path (death by the signal would have no code).
     assert_eq!(
         status.code(),
-        Some(1),
+        Some(130),
         "an interrupted run ends with an error: {status}"
     );
     assert_clean(&dir);

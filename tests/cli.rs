@@ -37,3 +37,44 @@ fn the_fuse_overlayfs_form_reaches_mount() {
     assert!(!err.contains("unrecognized subcommand"), "{err}");
     assert!(err.contains("/nonexistent/mnt"), "{err}");
 }
+
+#[test]
+fn exit_codes_tell_what_kind_of_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.tar");
+    std::fs::write(&garbage, b"not an archive").unwrap();
+    let missing = dir.path().join("missing.tar");
+    // A listener that is closed at once: nothing answers on its port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("127.0.0.1:{port}/x:1");
+    for (args, code, says) in [
+        (vec!["images"], 0, ""),
+        (vec!["imgaes"], 2, "unrecognized subcommand"),
+        (vec!["images", "--no-such-flag"], 2, "unexpected argument"),
+        (
+            vec!["inspect", "nosuch"],
+            1,
+            "no such image or container: nosuch",
+        ),
+        (
+            vec!["load", "-i", garbage.to_str().unwrap()],
+            3,
+            "garbage.tar",
+        ),
+        (
+            vec!["load", "-i", missing.to_str().unwrap()],
+            5,
+            "missing.tar",
+        ),
+        (vec!["pull", &unreachable], 4, "cannot reach registry"),
+    ] {
+        let o = layerfs(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "layerfs {args:?}: {err}");
+        assert!(err.contains(says), "layerfs {args:?}: {err}");
+    }
+}

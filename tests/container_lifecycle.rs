@@ -49,7 +49,7 @@ fn create_ps_names_prefixes_rm_and_pinning() {
     // The image is pinned while containers use it.
     let err = env.fails(&["rmi", "app:1"]);
     assert!(err.contains("used by a container"), "{err}");
-    env.ok(&["prune", "-a"]);
+    env.ok(&["prune", "-a", "-f"]);
     assert!(env.ok(&["images", "-q"]).contains(&id.hex()[..12]));
     // rm by name and by prefix; everything the container wrote is gone.
     let dir = env.root.join("containers").join(&web);

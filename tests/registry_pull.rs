@@ -58,7 +58,13 @@ fn pull_oci_by_tag_and_digest_then_mount() {
     let env = Env::new();
     let out = env.ok(&["pull", &r]);
     assert!(out.contains(&format!("Digest: {}", img.digest())), "{out}");
+    assert!(
+        out.ends_with(&format!("\n{r}\n")),
+        "the reference comes last: {out}"
+    );
     assert_eq!(image_ids(&env), [img.id()]);
+    // `REF=$(layerfs pull -q ...)` gets the reference and nothing else.
+    assert_eq!(env.ok(&["pull", "-q", &r]), format!("{r}\n"));
     let rec = env.store().resolve(&r).unwrap();
     assert_eq!(
         rec.manifest.as_ref().map(|d| d.to_string()),
@@ -165,7 +171,7 @@ fn docker_schema2_and_multi_platform_index() {
         "{:?}",
         rec.repo_digests
     );
-    let out = env.ok(&["pull", "--platform", "linux/amd64", &r]);
+    let out = env.ok_all(&["pull", "--platform", "linux/amd64", &r]);
     assert!(out.contains("Pulled"), "{out}");
     let mut ids = image_ids(&env);
     ids.sort();
@@ -223,7 +229,7 @@ fn shared_layers_are_downloaded_once() {
     let env = Env::new();
     env.ok(&["pull", &format!("{}/dedupe/img:a", reg.addr())]);
     assert_eq!(blob_gets(&base_digest), 1);
-    let out = env.ok(&["pull", &format!("{}/dedupe/img:b", reg.addr())]);
+    let out = env.ok_all(&["pull", &format!("{}/dedupe/img:b", reg.addr())]);
     assert_eq!(
         blob_gets(&base_digest),
         1,
@@ -244,7 +250,7 @@ fn shared_layers_are_downloaded_once() {
     assert_eq!(reg.requests("GET", "/blobs/").len() - before, 3 + 2);
 
     let t = std::time::Instant::now();
-    let out = env.ok(&["pull", &format!("{}/dedupe/img:c", reg.addr())]);
+    let out = env.ok_all(&["pull", &format!("{}/dedupe/img:c", reg.addr())]);
     eprintln!(
         "second pull of an image sharing every layer: {:?}",
         t.elapsed()
@@ -355,7 +361,7 @@ fn an_interrupted_pull_resumes() {
         .len();
     assert!(kept > 0 && kept < img.layers[0].blob.len() as u64, "{kept}");
 
-    let out = env.ok(&["pull", &r]);
+    let out = env.ok_all(&["pull", &r]);
     assert!(
         out.contains(&format!("resumed an interrupted download at {kept} of")),
         "{out}"
@@ -409,7 +415,7 @@ fn a_layer_stored_from_another_blob_is_not_downloaded() {
     }
     let env = Env::new();
     env.ok(&["pull", &format!("{}/diffid/img:a", reg.addr())]);
-    let out = env.ok(&["pull", &format!("{}/diffid/img:b", reg.addr())]);
+    let out = env.ok_all(&["pull", &format!("{}/diffid/img:b", reg.addr())]);
     let zstd_blob = sha256(&b.layers[1].blob);
     assert!(
         reg.requests("GET", &zstd_blob).is_empty(),

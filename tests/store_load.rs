@@ -37,6 +37,13 @@ fn ok(root: &Path, args: &[&str]) -> String {
     r.out
 }
 
+/// Like `ok`, with the progress lines (stderr) after stdout.
+fn ok_all(root: &Path, args: &[&str]) -> String {
+    let r = layerfs(root, args);
+    assert!(r.ok, "layerfs {args:?} failed: {}{}", r.out, r.err);
+    r.out + &r.err
+}
+
 /// Base layer: /etc/hello, /etc/gone, /var/cache/{a,b}, /secret (dir 0700 with a file).
 fn base_tar() -> Vec<u8> {
     Layer::new()
@@ -98,7 +105,7 @@ fn every_format_and_compression_stores_layers_once() {
             serde_json::json!({"org.opencontainers.image.ref.name": "v1"}),
         )]),
     );
-    let out = ok(
+    let out = ok_all(
         &root,
         &[
             "load",
@@ -113,13 +120,13 @@ fn every_format_and_compression_stores_layers_once() {
 
     let d25 = tmp.path().join("d25.tar");
     write_tar(&d25, &docker25_files(&zs, "docker.io/library/app:zstd"));
-    let out = ok(&root, &["load", "-i", d25.to_str().unwrap()]);
+    let out = ok_all(&root, &["load", "-i", d25.to_str().unwrap()]);
     assert_eq!(count(&out, "already present"), 2, "{out}");
     assert!(out.contains("Loaded image: app:zstd"), "{out}");
 
     let legacy = tmp.path().join("legacy.tar");
     write_tar(&legacy, &legacy_files(&pl, &["user/app:plain"]));
-    let out = ok(&root, &["load", "-i", legacy.to_str().unwrap()]);
+    let out = ok_all(&root, &["load", "-i", legacy.to_str().unwrap()]);
     assert_eq!(count(&out, "already present"), 2, "{out}");
 
     // OCI archive, itself gzip-compressed, mixed layer compression.
@@ -135,7 +142,7 @@ fn every_format_and_compression_stores_layers_once() {
     );
     let gz_arch = tmp.path().join("oci.tar.gz");
     std::fs::write(&gz_arch, gzip(&std::fs::read(&arch).unwrap())).unwrap();
-    let out = ok(&root, &["load", "-i", gz_arch.to_str().unwrap()]);
+    let out = ok_all(&root, &["load", "-i", gz_arch.to_str().unwrap()]);
     assert_eq!(count(&out, "already present"), 2, "{out}");
     assert!(out.contains("Loaded image: localhost:5000/x:y"), "{out}");
 
@@ -301,7 +308,7 @@ fn tag_rmi_prune_and_container_pins() {
             ),
         ]),
     );
-    let out = ok(&root, &["load", "-i", dir.to_str().unwrap(), "--name", "r"]);
+    let out = ok_all(&root, &["load", "-i", dir.to_str().unwrap(), "--name", "r"]);
     assert_eq!(
         count(&out, "already present"),
         1,
@@ -337,7 +344,37 @@ fn tag_rmi_prune_and_container_pins() {
         ok(&root, &["images", "--filter", "dangling=true", "-q"]).trim(),
         &a.id()[7..19]
     );
-    let out = ok(&root, &["prune", "-a"]);
+    // Like docker, `prune -a` asks first: a script without -f (stdin at its end) removes
+    // nothing; "n" neither; "y" goes ahead.
+    let r = layerfs(&root, &["prune", "-a"]);
+    assert!(r.ok && r.out.is_empty(), "{}{}", r.out, r.err);
+    assert!(
+        r.err.contains("[y/N]") && r.err.contains("Nothing removed"),
+        "{}",
+        r.err
+    );
+    let answer = |text: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_layerfs"));
+        c.args(["prune", "-a"])
+            .env("LAYERFS_ROOT", &root)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert_eq!(answer("n\n"), "");
+    assert_eq!(std::fs::read_dir(root.join("layers")).unwrap().count(), 3);
+    let out = answer("y\n");
     assert!(out.contains(&b.id()) && !out.contains(&a.id()), "{out}");
     assert_eq!(
         std::fs::read_dir(root.join("layers")).unwrap().count(),

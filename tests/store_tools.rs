@@ -28,7 +28,8 @@ fn layerfs(root: &Path, args: &[&str]) -> String {
         .env("LAYERFS_ROOT", root)
         .output()
         .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    // stdout, then the progress lines (stderr).
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success(),
         "layerfs {args:?}: {out}{}",

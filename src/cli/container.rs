@@ -6,13 +6,18 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::output::{emit, human_ago, table, to_json};
+use super::output::{emit, emit_formatted, human_ago, table, to_json};
+use super::template::default_header;
 use crate::container::commit::{CommitOptions, commit};
-use crate::container::mount::{lowerdirs, mounts_of, shown_image_name, unmount_container};
-use crate::container::record::{ContainerRecord, Containers, upper_size};
+use crate::container::import::{ImportTarball, import_tarball};
+use crate::container::mount::{
+    Status, lowerdirs, mounts_of, shown_image_name, statuses, unmount_container,
+};
+use crate::container::record::{ContainerRecord, Containers, sizes};
 use crate::container::{changes, diff, export};
 use crate::human::human_size;
 use crate::image::compress::Compression;
+use crate::image::oci::Platform;
 use crate::reference::Reference;
 use crate::store::save::SaveFormat;
 use crate::store::{LockMode, Store};
@@ -30,6 +35,8 @@ pub enum ContainerCommand {
     Commit(CommitArgs),
     /// Write images to a docker archive, an OCI archive or an OCI layout directory
     Save(SaveArgs),
+    /// Make a one-layer image from a root filesystem tarball (plain, gzip or zstd; - for stdin)
+    Import(ImportArgs),
     /// Write a container's merged tree as a tar archive
     Export(ExportArgs),
     /// Remove containers and everything they wrote
@@ -57,8 +64,15 @@ pub struct PsArgs {
     #[arg(long)]
     pub no_trunc: bool,
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Filter (repeatable): name=NAME, id=PREFIX, ancestor=IMAGE, status=mounted|unmounted|stale
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Format each row with a Go-style template (`table ...`, `json`). Fields: ID, Image,
+    /// ImageID, Names, Mountpoint, Size, CreatedSince, CreatedAt, State
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +133,40 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The tarball, or - for standard input
+    pub file: PathBuf,
+    /// Name for the new image: REPO[:TAG]
+    pub reference: Option<String>,
+    /// Dockerfile instruction to apply (CMD, ENTRYPOINT, ENV, ...; repeatable)
+    #[arg(short = 'c', long = "change", action = clap::ArgAction::Append)]
+    pub changes: Vec<String>,
+    /// Commit message (the history entry's comment)
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// The image's platform: os/arch[/variant] (default: this machine's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image ID
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `layerfs container ...`: docker's container management group.
+#[derive(Debug, Subcommand)]
+pub enum ContainerGroup {
+    /// Remove every container that is not mounted, and everything it wrote
+    Prune(ContainerPruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ContainerPruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RmArgs {
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -148,6 +196,7 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> Result<()> {
             )
         }
         ContainerCommand::Export(a) => export_cmd(&store, &a),
+        ContainerCommand::Import(a) => import_cmd(&store, &a, &mut out),
         ContainerCommand::Rm(a) => rm(&store, &a, &mut out),
     }
 }
@@ -161,15 +210,12 @@ fn create(store: &Store, a: &CreateArgs, out: &mut dyn Write) -> Result<()> {
 
 fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
     let cs = Containers::new(store);
-    let mut rows = Vec::new();
-    for rec in cs.list()?.into_iter().rev() {
-        let mounts = mounts_of(&rec);
-        if !a.all && mounts.is_empty() {
-            continue;
-        }
-        let served = !mounts.is_empty() && cs.is_served(&rec.id)?;
-        rows.push((rec, mounts, served));
-    }
+    let keep = ps_filter(store, &a.filters)?;
+    let all = a.all || a.filters.iter().any(|f| f.starts_with("status="));
+    let rows: Vec<Status> = statuses(&cs, all)?
+        .into_iter()
+        .filter(|st| keep(st))
+        .collect();
     let id_of = |r: &ContainerRecord| {
         if a.no_trunc {
             r.id.to_string()
@@ -178,67 +224,226 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
         }
     };
     if a.quiet {
-        let s: String = rows.iter().map(|(r, ..)| id_of(r) + "\n").collect();
+        let s: String = rows.iter().map(|st| id_of(&st.rec) + "\n").collect();
         return emit(out, &s);
     }
-    let sizes: Vec<(u64, u64)> = rows
-        .iter()
-        .map(|(r, ..)| {
-            let rw = upper_size(&cs.upper(&r.id));
-            let virt = store.image(&r.image).map_or(0, |i| i.size) + rw;
-            (rw, virt)
-        })
-        .collect();
+    let sizes: Vec<(u64, u64)> = rows.iter().map(|st| sizes(store, &cs, &st.rec)).collect();
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .zip(&sizes)
-            .map(|((r, m, served), (rw, virt))| {
+            .map(|(st, (rw, virt))| {
+                let r = &st.rec;
                 json!({
                     "Id": r.id.to_string(), "Name": r.name, "Image": r.image_name,
                     "ImageID": r.image.to_string(),
-                    "Mountpoint": m.first(), "Stale": !m.is_empty() && !served,
+                    "Mountpoint": st.mountpoint, "Stale": st.stale,
                     "SizeRw": rw, "SizeRootFs": virt, "Created": r.created,
                 })
             })
             .collect();
         return emit(out, &to_json(&v));
     }
+    if let Some(f) = &a.format {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .zip(&sizes)
+            .map(|(st, (rw, virt))| {
+                let r = &st.rec;
+                let state = match (&st.mountpoint, st.stale) {
+                    (None, _) => "unmounted",
+                    (Some(_), false) => "mounted",
+                    (Some(_), true) => "stale",
+                };
+                json!({
+                    "ID": id_of(r), "Image": r.image_name,
+                    "ImageID": r.image.to_string(), "Names": r.name,
+                    "Mountpoint": shown_mountpoint(st),
+                    "Size": format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
+                    "CreatedSince": human_ago(Some(&r.created)), "CreatedAt": r.created,
+                    "State": state,
+                })
+            })
+            .collect();
+        let headers = |f: &str| match f {
+            "ID" => "CONTAINER ID".to_string(),
+            "Names" => "NAME".to_string(),
+            "CreatedSince" | "CreatedAt" => "CREATED".to_string(),
+            f => default_header(f),
+        };
+        return emit_formatted(out, f, &v, &headers);
+    }
     let lines: Vec<Vec<String>> = rows
         .iter()
         .zip(&sizes)
-        .map(|((r, m, served), (rw, virt))| {
+        .map(|(st, (rw, virt))| {
             vec![
-                id_of(r),
-                r.image_name.clone(),
-                r.name.clone(),
-                shown_mountpoint(m, *served),
+                id_of(&st.rec),
+                st.rec.image_name.clone(),
+                st.rec.name.clone(),
+                shown_mountpoint(st),
                 format!("{} (virtual {})", human_size(*rw), human_size(*virt)),
-                human_ago(Some(&r.created)),
+                human_ago(Some(&st.rec.created)),
             ]
         })
         .collect();
-    emit(
-        out,
-        &table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "NAME",
-                "MOUNTPOINT",
-                "SIZE",
-                "CREATED",
-            ],
-            &lines,
-        ),
-    )
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "NAME",
+        "MOUNTPOINT",
+        "SIZE",
+        "CREATED",
+    ];
+    emit(out, &table(&header, &lines))
 }
 
-fn shown_mountpoint(mounts: &[PathBuf], served: bool) -> String {
-    match mounts.first() {
+/// `ps --filter`: each kind of filter must match (docker: the same key repeated is an "or").
+fn ps_filter(store: &Store, filters: &[String]) -> Result<impl Fn(&Status) -> bool> {
+    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in filters {
+        let Some((k, v)) = f.split_once('=') else {
+            return Err(Error::Usage(format!(
+                "bad filter {f:?}: use KEY=VALUE (name, id, ancestor, status)"
+            )));
+        };
+        match k {
+            "name" | "id" | "status" => by_key.entry(k.into()).or_default().push(v.into()),
+            "ancestor" => {
+                let img = store.resolve(v)?;
+                by_key.entry(k.into()).or_default().push(img.id.to_string());
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unsupported filter {f:?}: use name=, id=, ancestor= or status="
+                )));
+            }
+        }
+    }
+    Ok(move |st: &Status| {
+        let state = match (&st.mountpoint, st.stale) {
+            (None, _) => "unmounted",
+            (Some(_), false) => "mounted",
+            (Some(_), true) => "stale",
+        };
+        by_key.iter().all(|(k, vs)| {
+            vs.iter().any(|v| match k.as_str() {
+                "name" => st.rec.name.contains(v.as_str()),
+                "id" => st.rec.id.as_str().starts_with(v.as_str()),
+                "ancestor" => st.rec.image.as_str() == v,
+                _ => state == v,
+            })
+        })
+    })
+}
+
+fn import_cmd(store: &Store, a: &ImportArgs, out: &mut dyn Write) -> Result<()> {
+    let o = ImportTarball {
+        input: a.file.clone(),
+        name: a.reference.as_deref().map(Reference::parse).transpose()?,
+        changes: a
+            .changes
+            .iter()
+            .map(|c| changes::parse(c))
+            .collect::<Result<_>>()?,
+        message: a.message.clone(),
+        platform: a.platform.as_deref().map(Platform::parse).transpose()?,
+        progress: !a.quiet && std::io::stderr().is_terminal(),
+    };
+    let mut sink = std::io::sink();
+    let mut stderr = std::io::stderr();
+    let progress: &mut dyn Write = if a.quiet { &mut sink } else { &mut stderr };
+    let imported = import_tarball(store, &o, progress)?;
+    emit(out, &format!("{}\n", imported.id))
+}
+
+/// `container prune` (and the first half of `system prune`): removes every container with no
+/// live mount; returns the bytes their writable layers held.
+pub fn prune_containers(store: &Store, out: &mut dyn Write) -> Result<u64> {
+    let cs = Containers::new(store);
+    let mut reclaimed = 0;
+    let mut header = false;
+    for st in statuses(&cs, true)? {
+        if st.mountpoint.is_some() || cs.is_served(&st.rec.id)? {
+            continue;
+        }
+        reclaimed += sizes(store, &cs, &st.rec).0;
+        cs.remove(&st.rec)?;
+        if !header {
+            emit(out, "Deleted Containers:\n")?;
+            header = true;
+        }
+        emit(out, &format!("{}\n", st.rec.id))?;
+    }
+    Ok(reclaimed)
+}
+
+pub fn container_group(root: &Path, cmd: ContainerGroup) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cmd {
+        ContainerGroup::Prune(a) => {
+            if !a.force
+                && !super::store::confirm(
+                    "WARNING! This will remove all containers that are not mounted, with \
+                     everything they wrote.\nAre you sure you want to continue?",
+                )
+            {
+                eprintln!("Nothing removed (give -f to skip this question).");
+                return Ok(());
+            }
+            let store = Store::open(root, LockMode::Shared)?;
+            let n = prune_containers(&store, &mut out)?;
+            emit(
+                &mut out,
+                &format!("Total reclaimed space: {}\n", human_size(n)),
+            )
+        }
+    }
+}
+
+/// A container as `inspect` shows it: docker's field names where docker has one.
+pub fn container_json(store: &Store, rec: &ContainerRecord) -> serde_json::Value {
+    let cs = Containers::new(store);
+    let mounts = mounts_of(rec);
+    let served = !mounts.is_empty() && cs.is_served(&rec.id).unwrap_or(false);
+    let upper = cs.upper(&rec.id);
+    let (rw, virt) = sizes(store, &cs, rec);
+    let lowers: Vec<String> = lowerdirs(store, rec)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    json!({
+        "Id": rec.id.to_string(),
+        "Name": rec.name,
+        "Created": rec.created,
+        "Image": rec.image.to_string(),
+        "ImageName": rec.image_name,
+        "State": {
+            "Mounted": served,
+            "Stale": !mounts.is_empty() && !served,
+            "Mountpoints": mounts,
+        },
+        "Layers": rec.layers,
+        "SizeRw": rw,
+        "SizeRootFs": virt,
+        "GraphDriver": {
+            "Name": "layerfs",
+            "Data": {
+                "LowerDir": lowers.join(":"),
+                "UpperDir": upper,
+                "WorkDir": cs.work(&rec.id),
+                "MergedDir": mounts.first(),
+            },
+        },
+    })
+}
+
+fn shown_mountpoint(st: &Status) -> String {
+    match &st.mountpoint {
         None => "-".to_string(),
-        Some(p) if served => p.display().to_string(),
-        Some(p) => format!("{} (stale)", p.display()),
+        Some(p) if st.stale => format!("{} (stale)", p.display()),
+        Some(p) => p.display().to_string(),
     }
 }
 

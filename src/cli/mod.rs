@@ -9,15 +9,17 @@
 //! container.rs  create, ps, diff, commit, save, export, rm
 //! registry.rs   pull, push, login, logout
 //! bench.rs      bench
+//! system.rs     version, info
 //! output.rs     tables, times, globs as the listings print them
+//! template.rs   --format templates (Go text/template style)
 //! ```
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::Result;
 use crate::store::Store;
+use crate::{Error, Result};
 
 pub mod bench;
 pub mod container;
@@ -26,6 +28,8 @@ pub mod mount;
 pub mod output;
 pub mod registry;
 pub mod store;
+pub mod system;
+pub mod template;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +59,16 @@ pub enum Command {
     Bench(Box<bench::BenchArgs>),
     #[command(flatten)]
     Registry(registry::RegistryCommand),
+    /// Show the version, the git commit, the FUSE protocol and whether passthrough is usable
+    Version(system::VersionArgs),
+    /// Show the store, the runtime directory and the kernel features layerfs sees
+    Info(system::InfoArgs),
+    /// Manage containers as a group (prune)
+    #[command(name = "container", subcommand)]
+    ContainerGroup(container::ContainerGroup),
+    /// Store-wide housekeeping: prune, df
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 /// Is `argv[1..]` one of fuse-overlayfs's forms, `-o ...lowerdir=... MNT` or
@@ -102,6 +116,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Container(cmd) => container::run(&root, cmd),
         Command::Bench(args) => bench::run(&args, &root),
         Command::Registry(cmd) => registry::run(&root, cmd),
+        Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
+        Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
+        Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
+        Command::System(cmd) => system::system(&root, cmd),
+    }
+}
+
+/// The exit status for a failed command, as README documents it: 1 the request was refused
+/// (a check on what was asked failed), 3 bad input data, 4 a registry failed or refused, 5 a
+/// system call or I/O failed, 130 interrupted. (2 is clap's: the command line did not parse.)
+/// Exhaustive on purpose: a new variant must decide.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Sys(rustix::io::Errno::INTR) => 130,
+        Error::Usage(_) => 1,
+        Error::Format(_) | Error::DigestMismatch { .. } => 3,
+        Error::Registry(_) | Error::Auth(_) => 4,
+        Error::Sys(_) | Error::Io { .. } => 5,
     }
 }
 

@@ -23,6 +23,9 @@ pub struct MountArgs {
     /// Mount an image's layers read-only, without a container
     #[arg(long)]
     pub read_only: bool,
+    /// Mounting an image makes a container; remove it (and what it wrote) at umount
+    #[arg(long = "rm", conflicts_with = "read_only")]
+    pub remove: bool,
     #[command(flatten)]
     pub lazy: super::lazy::LazyArgs,
     /// [SOURCE|IMAGE|CONTAINER] MOUNTPOINT
@@ -47,12 +50,26 @@ pub fn mount(args: &MountArgs, root: &Path) -> Result<()> {
     if opts.lowerdirs.is_empty()
         && let [target, mnt] = args.args.as_slice()
     {
+        warn_if_not_empty(mnt, &args.options);
         let mode = MountMode {
             foreground: args.foreground,
             debug: args.debug,
             read_only: args.read_only,
+            remove: args.remove,
         };
-        if let Some(id) = cmount::mount(root, &target.to_string_lossy(), mnt, opts, mode)? {
+        let target = target.to_string_lossy();
+        if let Some(id) = cmount::mount(root, &target, mnt, opts, mode)? {
+            // The container outlives the mount unless --rm: say so, so none piles up unseen.
+            if args.remove {
+                eprintln!("layerfs: mounted {target} through a new container, removed at umount");
+            } else {
+                eprintln!(
+                    "layerfs: mounted {target} through a new container {}; it keeps its changes \
+                     after umount (layerfs ps -a lists it, layerfs rm removes it; --rm removes \
+                     it at umount)",
+                    id.short()
+                );
+            }
             println!("{id}");
         }
         return Ok(());
@@ -65,7 +82,28 @@ pub fn mount(args: &MountArgs, root: &Path) -> Result<()> {
             "mount: give -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR] MOUNTPOINT".into(),
         ));
     }
+    warn_if_not_empty(mountpoint, &args.options);
     daemon::mount_overlay(&opts, mountpoint, args.foreground || debug, debug)
+}
+
+/// Mounting over a directory hides what it holds until umount; say so unless `-o nonempty`
+/// (which, as with mount.fuse, says the user knows).
+fn warn_if_not_empty(mnt: &Path, options: &[String]) {
+    let nonempty = options
+        .iter()
+        .any(|o| o.split(',').any(|w| w == "nonempty"));
+    if nonempty {
+        return;
+    }
+    if let Ok(mut rd) = std::fs::read_dir(mnt)
+        && rd.next().is_some()
+    {
+        eprintln!(
+            "layerfs: warning: {} is not empty: its files are hidden while the mount is there \
+             (-o nonempty silences this)",
+            mnt.display()
+        );
+    }
 }
 
 /// `layerfs umount MOUNTPOINT-or-CONTAINER`.

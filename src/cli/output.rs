@@ -69,45 +69,28 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Shell-style glob with `*` and `?`, neither matching `/` (docker's reference filter uses
-/// path matching).
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && ((p[pi] == '?' && t[ti] != '/') || p[pi] == t[ti]) && p[pi] != '*' {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(sp) = star.filter(|_| t[mark] != '/') {
-            pi = sp + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
+/// `--format`: `json` prints each row as one line of JSON (docker's `--format json`), anything
+/// else is a template over the row (see `template.rs`); `headers` names a table's columns.
+pub fn emit_formatted(
+    out: &mut dyn Write,
+    format: &str,
+    rows: &[serde_json::Value],
+    headers: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    if format == "json" {
+        let s: String = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .collect();
+        return emit(out, &s);
     }
-    p[pi..].iter().all(|&c| c == '*')
+    let t = super::template::Template::parse(format)?;
+    emit(out, &super::template::render_all(&t, rows, headers)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob("alpine", "alpine"));
-        assert!(glob("alp*", "alpine"));
-        assert!(glob("*/app:1*", "user/app:1.2"));
-        assert!(glob("a?c", "abc"));
-        assert!(!glob("alpine", "alpine2"));
-        assert!(!glob("*x", "abc"));
-        assert!(!glob("*app", "user/app"));
-        assert!(glob("*/app", "user/app"));
-    }
 
     #[test]
     fn times() {

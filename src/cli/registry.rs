@@ -122,9 +122,16 @@ fn pull_cmd(root: &Path, files: &AuthFiles, a: &PullArgs, out: &mut dyn Write) -
         progress: progress(a.quiet),
         ..PullOptions::default()
     };
+    // Progress goes to stderr (or nowhere with -q); stdout gets the digest and, last, the
+    // full reference, so that `REF=$(layerfs pull -q x)` works as with docker.
     let mut sink = std::io::sink();
-    let w: &mut dyn Write = if a.quiet { &mut sink } else { out };
-    pull(&store, &r, files.lookup(&r.registry)?, &opts, w)?;
+    let mut stderr = std::io::stderr();
+    let w: &mut dyn Write = if a.quiet { &mut sink } else { &mut stderr };
+    let pulled = pull(&store, &r, files.lookup(&r.registry)?, &opts, w)?;
+    if !a.quiet {
+        let _ = writeln!(out, "Digest: {}", pulled.digest);
+    }
+    let _ = writeln!(out, "{r}");
     Ok(())
 }
 

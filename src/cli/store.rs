@@ -1,5 +1,5 @@
 //! The docker-style image commands: load, images, inspect, history, tag, rmi, prune, df.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,14 +7,16 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::output::{emit, glob, human_ago, table, to_json};
-use crate::digest::Digest;
+use super::output::{emit, emit_formatted, human_ago, table, to_json};
+use super::template::default_header;
+use crate::container::record::Containers;
 use crate::human::human_size;
 use crate::image::load::{LoadOptions, plans};
 use crate::image::oci::{ImageConfig, Platform};
 use crate::image::source::Source;
 use crate::reference::Reference;
 use crate::store::import::ImportOptions;
+use crate::store::ops::{DiskUsage, ImageFilter, ImageRow};
 use crate::store::{ImageRecord, LockMode, Store};
 use crate::{Error, Result};
 
@@ -65,18 +67,36 @@ pub struct ImagesArgs {
     /// Show digests
     #[arg(long)]
     pub digests: bool,
-    /// Filter: dangling=true|false, reference=PATTERN
+    /// Filter (repeatable): dangling=true|false, reference=PATTERN, label=KEY[=VALUE],
+    /// before=IMAGE, since=IMAGE
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
+    /// Only this repository, or REPO:TAG
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub repository: Option<String>,
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Do not truncate image IDs
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format each row with a Go-style template ({{.Repository}}:{{.Tag}}, `table ...`,
+    /// `json`). Fields: ID, Repository, Tag, Digest, CreatedSince, CreatedAt, Size
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// Images or containers (names, references or ID prefixes)
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Format the output with a Go-style template, e.g. '{{.Config.Env}}' or '{{json .RootFS}}'
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Only look for this kind of object: image or container
+    #[arg(long = "type", value_name = "image|container")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -89,8 +109,12 @@ pub struct HistoryArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Format each row with a Go-style template. Fields: ID, CreatedSince, CreatedAt,
+    /// CreatedBy, Size, Comment
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -110,9 +134,12 @@ pub struct RmiArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove every image no container uses, not just dangling ones
+    /// Remove every image no container uses, not just dangling ones (asks first; -f skips)
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +163,7 @@ pub fn run(root: &Path, cmd: StoreCommand) -> Result<()> {
         StoreCommand::History(a) => history(&Store::open(root, LockMode::Shared)?, &a, &mut out),
         StoreCommand::Tag(a) => tag(&Store::open(root, LockMode::Shared)?, &a),
         StoreCommand::Rmi(a) => rmi(&Store::open(root, LockMode::Exclusive)?, &a, &mut out),
+        StoreCommand::Prune(a) if !prune_confirmed(&a) => Ok(()),
         StoreCommand::Prune(a) => prune(&Store::open(root, LockMode::Exclusive)?, &a, &mut out),
         StoreCommand::Df(a) => df(&Store::open(root, LockMode::Shared)?, &a, &mut out),
     }
@@ -149,119 +177,155 @@ pub fn load(root: &Path, a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     };
     let scratch = store.staging()?;
     let src = Arc::new(Source::open(&a.input, scratch.path())?);
+    // Progress goes to stderr (or nowhere with -q); what was loaded goes to stdout, always.
     let mut sink = std::io::sink();
-    let out: &mut dyn Write = if a.quiet { &mut sink } else { out };
+    let mut stderr = std::io::stderr();
+    let progress: &mut dyn Write = if a.quiet { &mut sink } else { &mut stderr };
     let image_plans = plans(&src, &opts, &mut |w| eprintln!("warning: {w}"))?;
     let iopts = ImportOptions {
         progress: !a.quiet && std::io::stderr().is_terminal(),
         ..ImportOptions::default()
     };
     for plan in image_plans {
-        store.import(plan, &iopts, out)?;
+        let imported = store.import(plan, &iopts, progress)?;
+        if imported.names.is_empty() {
+            emit(out, &format!("Loaded image ID: {}\n", imported.id))?;
+        }
+        for n in &imported.names {
+            emit(out, &format!("Loaded image: {}\n", n.familiar()))?;
+        }
     }
     Ok(())
 }
 
-/// Rows of `images`: one per name, or one `<none>` row for an unnamed image.
-struct ImageRow {
-    img: ImageRecord,
-    name: Option<Reference>,
-    config: ImageConfig,
+/// The `images` filters the store does not apply itself: labels and creation time relative to
+/// another image (docker's `label=`, `before=`, `since=`).
+#[derive(Default)]
+struct RowFilter {
+    labels: Vec<(String, Option<String>)>,
+    before: Option<String>,
+    since: Option<String>,
 }
 
-fn image_rows(store: &Store, a: &ImagesArgs) -> Result<Vec<ImageRow>> {
-    let mut dangling = None;
-    let mut patterns = Vec::new();
-    for f in &a.filters {
-        match f.split_once('=') {
-            Some(("dangling", v)) => dangling = Some(matches!(v, "true" | "1")),
-            Some(("reference", p)) => patterns.push(p.to_string()),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "unsupported filter {f:?}: use dangling=true|false or reference=PATTERN"
-                )));
+impl RowFilter {
+    /// Splits `filters` into the store's and these; `before`/`since` name images.
+    fn split(store: &Store, filters: &[String]) -> Result<(Vec<String>, RowFilter)> {
+        let mut rest = Vec::new();
+        let mut f = RowFilter::default();
+        let created = |name: &str| -> Result<String> {
+            let img = store.resolve(name)?;
+            let c = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
+            c.created.ok_or_else(|| {
+                Error::Usage(format!("image {name} has no creation time to compare with"))
+            })
+        };
+        for s in filters {
+            match s.split_once('=') {
+                Some(("label", kv)) => f.labels.push(match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (kv.to_string(), None),
+                }),
+                Some(("before", i)) => f.before = Some(created(i)?),
+                Some(("since", i)) => f.since = Some(created(i)?),
+                _ => rest.push(s.clone()),
             }
         }
+        Ok((rest, f))
     }
-    let mut by_id: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
-    for (name, id) in store.refs()? {
-        by_id.entry(id).or_default().push(Reference::parse(&name)?);
-    }
-    let mut rows = Vec::new();
-    for img in store.images()? {
-        let names = by_id.remove(&img.id).unwrap_or_default();
-        if dangling.is_some_and(|d| d != names.is_empty()) {
-            continue;
-        }
-        let config = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
-        let mut cand: Vec<Option<Reference>> = names.into_iter().map(Some).collect();
-        if cand.is_empty() {
-            cand.push(None);
-        }
-        for name in cand {
-            let shown = name.as_ref().map(|n| (n.familiar_name(), n.familiar()));
-            let keep = patterns.is_empty()
-                || shown.as_ref().is_some_and(|(n, full)| {
-                    patterns
-                        .iter()
-                        .any(|p| glob(p, if p.contains(':') { full } else { n }))
-                });
-            if keep {
-                rows.push(ImageRow {
-                    img: img.clone(),
-                    name,
-                    config: config.clone(),
-                });
-            }
-        }
-    }
-    rows.sort_by(|a, b| {
-        b.config
+
+    fn keeps(&self, r: &ImageRow) -> bool {
+        let labels = r
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.get("Labels"))
+            .and_then(|l| l.as_object());
+        let label_ok = self.labels.iter().all(|(k, v)| {
+            labels
+                .and_then(|l| l.get(k))
+                .is_some_and(|have| v.as_ref().is_none_or(|v| have.as_str() == Some(v)))
+        });
+        let t = r
+            .config
             .created
-            .cmp(&a.config.created)
-            .then(a.name.cmp(&b.name))
-    });
-    Ok(rows)
+            .as_deref()
+            .and_then(|c| c.parse::<jiff::Timestamp>().ok());
+        let cmp = |bound: &Option<String>, want: std::cmp::Ordering| match bound {
+            None => true,
+            Some(b) => match (t, b.parse::<jiff::Timestamp>().ok()) {
+                (Some(t), Some(b)) => t.cmp(&b) == want,
+                _ => false,
+            },
+        };
+        label_ok
+            && cmp(&self.before, std::cmp::Ordering::Less)
+            && cmp(&self.since, std::cmp::Ordering::Greater)
+    }
 }
 
 fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
-    let rows = image_rows(store, a)?;
+    let (mut filters, extra) = RowFilter::split(store, &a.filters)?;
+    if let Some(r) = &a.repository {
+        filters.push(format!("reference={r}"));
+    }
+    let rows: Vec<ImageRow> = store
+        .image_rows(&ImageFilter::parse(&filters)?)?
+        .into_iter()
+        .filter(|r| extra.keeps(r))
+        .collect();
     if a.quiet {
         let mut seen = BTreeSet::new();
         for r in &rows {
             if seen.insert(r.img.id.clone()) {
-                emit(out, &format!("{}\n", r.img.id.short()))?;
+                let id = if a.no_trunc {
+                    r.img.id.to_string()
+                } else {
+                    r.img.id.short().to_string()
+                };
+                emit(out, &format!("{id}\n"))?;
             }
         }
         return Ok(());
     }
-    let digest_of = |r: &ImageRow| {
-        r.name
-            .as_ref()
-            .and_then(|n| {
-                r.img
-                    .repo_digests
-                    .iter()
-                    .find(|d| d.starts_with(&format!("{}@", n.name())))
-            })
-            .and_then(|d| d.split_once('@').map(|(_, d)| d.to_string()))
-            .unwrap_or_else(|| "<none>".into())
-    };
+    let digest_of = |r: &ImageRow| r.repo_digest().unwrap_or_else(|| "<none>".into());
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
+                let digest = digest_of(r);
                 json!({
-                    "Repository": r.name.as_ref().map_or("<none>".into(), |n| n.familiar_name()),
-                    "Tag": r.name.as_ref().and_then(|n| n.tag.clone()).unwrap_or("<none>".into()),
-                    "ID": r.img.id.to_string(),
-                    "Digest": digest_of(r),
+                    "Id": r.img.id.to_string(),
+                    "Repository": r.name.as_ref().map(|n| n.familiar_name()),
+                    "Tag": r.name.as_ref().and_then(|n| n.tag.clone()),
+                    "Digest": (digest != "<none>").then_some(digest),
                     "Created": r.config.created,
                     "Size": r.img.size,
                 })
             })
             .collect();
         return emit(out, &to_json(&json!(v)));
+    }
+    if let Some(f) = &a.format {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "ID": if a.no_trunc { r.img.id.to_string() } else { r.img.id.short().to_string() },
+                    "Repository": r.name.as_ref().map_or("<none>".into(), |n| n.familiar_name()),
+                    "Tag": r.name.as_ref().and_then(|n| n.tag.clone()).unwrap_or("<none>".into()),
+                    "Digest": digest_of(r),
+                    "CreatedSince": human_ago(r.config.created.as_deref()),
+                    "CreatedAt": r.config.created.clone().unwrap_or_default(),
+                    "Size": human_size(r.img.size),
+                })
+            })
+            .collect();
+        let headers = |f: &str| match f {
+            "ID" => "IMAGE ID".to_string(),
+            "CreatedSince" | "CreatedAt" => "CREATED".to_string(),
+            f => default_header(f),
+        };
+        return emit_formatted(out, f, &v, &headers);
     }
     let mut header = vec!["REPOSITORY", "TAG"];
     if a.digests {
@@ -284,7 +348,11 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
                 l.push(digest_of(r));
             }
             l.extend([
-                r.img.id.short().to_string(),
+                if a.no_trunc {
+                    r.img.id.to_string()
+                } else {
+                    r.img.id.short().to_string()
+                },
                 human_ago(r.config.created.as_deref()),
                 human_size(r.img.size),
             ]);
@@ -303,40 +371,77 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
     )
 }
 
+/// `inspect`: images and containers (a container's name or ID prefix is looked up first, as
+/// docker does; `--type` restricts the kind).
 fn inspect(store: &Store, a: &InspectArgs, out: &mut dyn Write) -> Result<()> {
+    let cs = Containers::new(store);
     let mut all = Vec::new();
     for name in &a.images {
-        let img = store.resolve(name)?;
-        let raw: serde_json::Value = serde_json::from_slice(&store.read_blob(&img.id)?)
-            .map_err(|e| Error::Format(format!("config of {}: {e}", img.id)))?;
-        let tags: Vec<String> = store
-            .names_of(&img.id)?
-            .iter()
-            .filter_map(|n| Reference::parse(n).ok())
-            .map(|r| r.familiar())
-            .collect();
-        let lowers: Vec<String> = store
-            .lowerdirs(&img)
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        all.push(json!({
-            "Id": img.id.to_string(),
-            "RepoTags": tags,
-            "RepoDigests": img.repo_digests,
-            "Created": raw.get("created"),
-            "Architecture": raw.get("architecture"),
-            "Variant": raw.get("variant"),
-            "Os": raw.get("os"),
-            "Author": raw.get("author"),
-            "Config": raw.get("config"),
-            "RootFS": { "Type": "layers", "Layers": img.diff_ids },
-            "Size": img.size,
-            "GraphDriver": { "Name": "layerfs", "Data": { "LowerDir": lowers.join(":") } },
-            "Metadata": { "Loaded": img.loaded, "Manifest": img.manifest },
-        }));
+        let v = match a.kind.as_deref() {
+            Some("image") => image_json(store, &store.resolve(name)?)?,
+            Some("container") => super::container::container_json(store, &cs.resolve(name)?),
+            Some(k) => {
+                return Err(Error::Usage(format!(
+                    "inspect --type {k}: use image or container"
+                )));
+            }
+            None => match cs.find(name)? {
+                Some(rec) => super::container::container_json(store, &rec),
+                None => match store.resolve(name) {
+                    Ok(img) => image_json(store, &img)?,
+                    Err(Error::Usage(m)) if m.starts_with("no such image") => {
+                        return Err(Error::Usage(format!("no such image or container: {name}")));
+                    }
+                    Err(e) => return Err(e),
+                },
+            },
+        };
+        all.push(v);
     }
-    emit(out, &to_json(&json!(all)))
+    match &a.format {
+        Some(f) => {
+            let t = super::template::Template::parse(f)?;
+            let mut s = String::new();
+            for v in &all {
+                s.push_str(&t.render(v)?);
+                s.push('\n');
+            }
+            emit(out, &s)
+        }
+        None => emit(out, &to_json(&json!(all))),
+    }
+}
+
+/// An image as `inspect` shows it (docker's field names).
+fn image_json(store: &Store, img: &ImageRecord) -> Result<serde_json::Value> {
+    let raw: serde_json::Value = serde_json::from_slice(&store.read_blob(&img.id)?)
+        .map_err(|e| Error::Format(format!("config of {}: {e}", img.id)))?;
+    let tags: Vec<String> = store
+        .names_of(&img.id)?
+        .iter()
+        .filter_map(|n| Reference::parse(n).ok())
+        .map(|r| r.familiar())
+        .collect();
+    let lowers: Vec<String> = store
+        .lowerdirs(img)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok(json!({
+        "Id": img.id.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": img.repo_digests,
+        "Created": raw.get("created"),
+        "Architecture": raw.get("architecture"),
+        "Variant": raw.get("variant"),
+        "Os": raw.get("os"),
+        "Author": raw.get("author"),
+        "Config": raw.get("config"),
+        "RootFS": { "Type": "layers", "Layers": img.diff_ids },
+        "Size": img.size,
+        "GraphDriver": { "Name": "layerfs", "Data": { "LowerDir": lowers.join(":") } },
+        "Metadata": { "Loaded": img.loaded, "Manifest": img.manifest },
+    }))
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -349,30 +454,7 @@ fn truncate(s: &str, n: usize) -> String {
 
 fn history(store: &Store, a: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
     let img = store.resolve(&a.image)?;
-    let config = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
-    let sizes: Vec<u64> = img
-        .layers
-        .iter()
-        .map(|c| store.layer_meta(c).map(|m| m.size))
-        .collect::<Result<_>>()?;
-    let mut hist = config.history.clone();
-    if hist.is_empty() {
-        hist = vec![Default::default(); sizes.len()];
-    }
-    let mut layer = 0;
-    let mut rows = Vec::new();
-    for h in &hist {
-        let size = if h.empty_layer {
-            0
-        } else {
-            sizes.get(layer).copied().unwrap_or(0)
-        };
-        if !h.empty_layer {
-            layer += 1;
-        }
-        rows.push((h, size));
-    }
-    rows.reverse();
+    let rows = store.history(&img)?;
     let id_of = |i: usize| match (i, a.no_trunc) {
         (0, true) => img.id.to_string(),
         (0, false) => img.id.short().to_string(),
@@ -386,20 +468,52 @@ fn history(store: &Store, a: &HistoryArgs, out: &mut dyn Write) -> Result<()> {
         let v: Vec<_> = rows
             .iter()
             .enumerate()
-            .map(|(i, (h, size))| json!({"ID": id_of(i), "Created": h.created, "CreatedBy": h.created_by, "Size": size, "Comment": h.comment}))
+            .map(|(i, r)| {
+                let h = &r.history;
+                json!({
+                    "Id": (i == 0).then(|| img.id.to_string()),
+                    "Created": h.created, "CreatedBy": h.created_by, "Size": r.size,
+                    "Comment": h.comment, "EmptyLayer": h.empty_layer,
+                })
+            })
             .collect();
         return emit(out, &to_json(&json!(v)));
+    }
+    if let Some(f) = &a.format {
+        let v: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (h, size) = (&r.history, &r.size);
+                let by = h.created_by.clone().unwrap_or_default();
+                json!({
+                    "ID": id_of(i),
+                    "CreatedSince": human_ago(h.created.as_deref()),
+                    "CreatedAt": h.created.clone().unwrap_or_default(),
+                    "CreatedBy": if a.no_trunc { by } else { truncate(&by, 45) },
+                    "Size": human_size(*size),
+                    "Comment": h.comment.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let headers = |f: &str| match f {
+            "ID" => "IMAGE".to_string(),
+            "CreatedSince" | "CreatedAt" => "CREATED".to_string(),
+            f => default_header(f),
+        };
+        return emit_formatted(out, f, &v, &headers);
     }
     let lines: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
-        .map(|(i, (h, size))| {
+        .map(|(i, r)| {
+            let h = &r.history;
             let by = h.created_by.clone().unwrap_or_default();
             vec![
                 id_of(i),
                 human_ago(h.created.as_deref()),
                 if a.no_trunc { by } else { truncate(&by, 45) },
-                human_size(*size),
+                human_size(r.size),
                 h.comment.clone().unwrap_or_default(),
             ]
         })
@@ -429,68 +543,35 @@ fn tag(store: &Store, a: &TagArgs) -> Result<()> {
 }
 
 fn rmi(store: &Store, a: &RmiArgs, out: &mut dyn Write) -> Result<()> {
-    let in_use = store.images_in_use()?;
-    let mut delete = Vec::new();
-    for name in &a.images {
-        let img = store.resolve(name)?;
-        let names = store.names_of(&img.id)?;
-        let by_name = Reference::parse(name)
-            .ok()
-            .map(|r| r.to_string())
-            .filter(|n| names.contains(n));
-        let untag: Vec<String> = match by_name {
-            Some(n) => vec![n],
-            None if names.len() > 1 && !a.force => {
-                return Err(Error::Usage(format!(
-                    "image {} is referenced by {} names ({}): remove them by name or use -f",
-                    img.id.short(),
-                    names.len(),
-                    names.join(", ")
-                )));
-            }
-            None => names.clone(),
-        };
-        let left = names.len() - untag.len();
-        if left == 0 && in_use.contains(&img.id) && !a.force {
-            return Err(Error::Usage(format!(
-                "image {} is used by a container: remove the container first or use -f (untags only)",
-                img.id.short()
-            )));
-        }
-        store.update_refs(|refs| {
-            for n in &untag {
-                refs.remove(n);
-            }
-            Ok(())
-        })?;
-        for n in &untag {
-            let shown = Reference::parse(n).map_or(n.clone(), |r| r.familiar());
-            emit(out, &format!("Untagged: {shown}\n"))?;
-        }
-        if left == 0 && !in_use.contains(&img.id) {
-            delete.push(img.id);
-        }
+    store.remove_images(&a.images, a.force, out)
+}
+
+/// Asks `question [y/N]` on stderr and reads the answer from stdin, like docker: only `y` or
+/// `yes` agrees; end of input (a script without -f) is no.
+pub fn confirm(question: &str) -> bool {
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// `prune -a` asks first (before taking the store's lock), unless -f.
+fn prune_confirmed(a: &PruneArgs) -> bool {
+    if !a.all || a.force {
+        return true;
     }
-    store.delete_images(&delete, out)?;
-    Ok(())
+    let yes = confirm(
+        "WARNING! This will remove all images without at least one container associated to \
+         them, tagged ones too.\nAre you sure you want to continue?",
+    );
+    if !yes {
+        eprintln!("Nothing removed (give -f to skip this question).");
+    }
+    yes
 }
 
 fn prune(store: &Store, a: &PruneArgs, out: &mut dyn Write) -> Result<()> {
-    let in_use = store.images_in_use()?;
-    let victims: Vec<ImageRecord> = if a.all {
-        store.images()?
-    } else {
-        store.dangling()?
-    }
-    .into_iter()
-    .filter(|i| !in_use.contains(&i.id))
-    .collect();
-    let ids: Vec<Digest> = victims.iter().map(|i| i.id.clone()).collect();
-    store.update_refs(|refs| {
-        refs.retain(|_, id| !ids.contains(id));
-        Ok(())
-    })?;
-    let mut reclaimed = store.delete_images(&ids, out)?;
+    let mut reclaimed = store.prune(a.all, out)?;
     let (pieces, freed) = crate::lazy::gc::collect(store.root(), 0);
     if pieces > 0 {
         emit(
@@ -508,60 +589,36 @@ fn prune(store: &Store, a: &PruneArgs, out: &mut dyn Write) -> Result<()> {
     )
 }
 
-fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
-    let images = store.images()?;
-    let in_use = store.images_in_use()?;
-    // Layer -> the images using it.
-    let mut users: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
-    for img in &images {
-        for l in img.layers.iter().collect::<BTreeSet<_>>() {
-            users.entry(l.clone()).or_default().push(img.id.clone());
-        }
-    }
-    let mut sizes = BTreeMap::new();
-    for l in store.layer_ids()? {
-        sizes.insert(l.clone(), store.layer_meta(&l)?.size);
-    }
-    let total: u64 = sizes.values().sum();
-    let active_layers: BTreeSet<&Digest> = images
-        .iter()
-        .filter(|i| in_use.contains(&i.id))
-        .flat_map(|i| i.layers.iter())
-        .collect();
-    let active_size: u64 = active_layers.iter().filter_map(|l| sizes.get(*l)).sum();
-    let shared: u64 = users
-        .iter()
-        .filter(|(_, u)| u.len() > 1)
-        .filter_map(|(l, _)| sizes.get(l))
-        .sum();
-    let reclaim = total - active_size;
-    let pct = |n: u64| (n * 100).checked_div(total).unwrap_or(0);
+pub fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
+    let u = store.disk_usage()?;
+    let (total, shared, reclaim) = (u.total, u.shared, u.reclaimable);
     if a.json {
         let v = json!({
-            "Images": { "Total": images.len(), "Active": in_use.len(), "Size": total, "Reclaimable": reclaim },
-            "Containers": { "Total": store.container_count() },
-            "Layers": { "Total": sizes.len(), "Shared": shared, "Unique": total - shared, "Size": total },
+            "Images": { "Total": u.images.len(), "Active": u.in_use.len(), "Size": total, "Reclaimable": reclaim },
+            "Containers": { "Total": u.containers },
+            "Layers": { "Total": u.layer_sizes.len(), "Shared": shared, "Unique": total - shared, "Size": total },
         });
         return emit(out, &to_json(&v));
     }
+    let pct = |n: u64| (n * 100).checked_div(total).unwrap_or(0);
     let rows = vec![
         vec![
             "Images".into(),
-            images.len().to_string(),
-            in_use.len().to_string(),
+            u.images.len().to_string(),
+            u.in_use.len().to_string(),
             human_size(total),
             format!("{} ({}%)", human_size(reclaim), pct(reclaim)),
         ],
         vec![
             "Containers".into(),
-            store.container_count().to_string(),
+            u.containers.to_string(),
             "-".into(),
             "-".into(),
             "-".into(),
         ],
         vec![
             "Layers".into(),
-            sizes.len().to_string(),
+            u.layer_sizes.len().to_string(),
             format!("{} shared", human_size(shared)),
             human_size(total),
             format!("{} unique", human_size(total - shared)),
@@ -571,10 +628,16 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
         out,
         &table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows),
     )?;
-    if !a.verbose {
-        return Ok(());
+    if a.verbose {
+        df_verbose(store, &u, out)?;
     }
-    let img_rows: Vec<Vec<String>> = images
+    Ok(())
+}
+
+/// `df -v`: space per image and per layer.
+fn df_verbose(store: &Store, u: &DiskUsage, out: &mut dyn Write) -> Result<()> {
+    let img_rows: Vec<Vec<String>> = u
+        .images
         .iter()
         .map(|img| {
             let names = store.names_of(&img.id).unwrap_or_default();
@@ -582,19 +645,14 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
                 .first()
                 .and_then(|n| Reference::parse(n).ok())
                 .map_or("<none>".into(), |r| r.familiar());
-            let sh: u64 = img
-                .layers
-                .iter()
-                .filter(|l| users.get(*l).is_some_and(|u| u.len() > 1))
-                .filter_map(|l| sizes.get(l))
-                .sum();
+            let sh = u.shared_by(img);
             vec![
                 name,
                 img.id.short().into(),
                 human_size(img.size),
                 human_size(sh),
                 human_size(img.size.saturating_sub(sh)),
-                u8::from(in_use.contains(&img.id)).to_string(),
+                u8::from(u.in_use.contains(&img.id)).to_string(),
             ]
         })
         .collect();
@@ -613,7 +671,8 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
             &img_rows,
         ),
     )?;
-    let layer_rows: Vec<Vec<String>> = sizes
+    let layer_rows: Vec<Vec<String>> = u
+        .layer_sizes
         .iter()
         .map(|(l, s)| {
             let diff = store
@@ -624,7 +683,7 @@ fn df(store: &Store, a: &DfArgs, out: &mut dyn Write) -> Result<()> {
                 l.short().into(),
                 diff,
                 human_size(*s),
-                users.get(l).map_or(0, Vec::len).to_string(),
+                u.layer_users.get(l).map_or(0, Vec::len).to_string(),
             ]
         })
         .collect();

@@ -179,9 +179,11 @@ pub fn derive_config(
     let o = v.as_object_mut().ok_or_else(|| bad("not a JSON object"))?;
     let parent_created = o.get("created").cloned().unwrap_or(Value::Null);
     o.insert("created".into(), json!(now));
-    if let Some(a) = &opts.author {
-        o.insert("author".into(), json!(a));
-    }
+    // Like docker commit: the author is who commits (-a), never inherited from the parent.
+    match &opts.author {
+        Some(a) => o.insert("author".into(), json!(a)),
+        None => o.remove("author"),
+    };
     let mut cfg = match o.get("config") {
         Some(Value::Object(c)) => c.clone(),
         _ => serde_json::Map::new(),

@@ -6,12 +6,12 @@ use std::ffi::CStr;
 use std::io::Write;
 use std::path::Path;
 
-use rustix::fs::{FileType, OFlags, Stat};
+use rustix::fs::{OFlags, Stat};
 
 use super::lower::{DirLayers, Found, LayerStack, child_path};
 use super::mount::lowerdirs;
 use super::record::{ContainerRecord, Containers};
-use crate::image::pack::layer_xattrs;
+use crate::image::pack::entry_from_stat;
 use crate::image::tarwrite::{EntryKind, TarEntry, TarWriter};
 use crate::store::Store;
 use crate::{Error, Result, sys};
@@ -74,8 +74,9 @@ impl<W: Write> Exporter<'_, W> {
                 Found::Absent => {}
                 Found::NonDir { layer, st } => self.non_dir(layer, &path, &st)?,
                 Found::Dir { st, layers } => {
-                    let e = self.entry(layers.top(), &path, &st, EntryKind::Dir)?;
-                    self.put(&e, None, &path)?;
+                    if let Some(e) = self.entry(layers.top(), &path, &st)? {
+                        self.put(&e, None, &path)?;
+                    }
                     self.dir(&layers, &path)?;
                 }
             }
@@ -83,17 +84,10 @@ impl<W: Write> Exporter<'_, W> {
         Ok(())
     }
 
-    fn entry(&self, layer: usize, path: &CStr, st: &Stat, kind: EntryKind) -> Result<TarEntry> {
-        let fd = self.stack.fd(layer);
-        Ok(TarEntry {
-            path: path.to_bytes().to_vec(),
-            kind,
-            mode: st.st_mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mtime: st.st_mtime,
-            xattrs: layer_xattrs(fd, path).map_err(|e| self.err("read xattrs", layer, path, e))?,
-        })
+    /// The entry for `path` in layer `layer` (`None`: a socket, which tar cannot hold).
+    fn entry(&self, layer: usize, path: &CStr, st: &Stat) -> Result<Option<TarEntry>> {
+        entry_from_stat(self.stack.fd(layer), path, path.to_bytes(), st)
+            .map_err(|(op, e)| self.err(op, layer, path, e))
     }
 
     fn err(&self, op: &'static str, layer: usize, path: &CStr, e: rustix::io::Errno) -> Error {
@@ -118,28 +112,9 @@ impl<W: Write> Exporter<'_, W> {
 
     fn non_dir(&mut self, layer: usize, path: &CStr, st: &Stat) -> Result<()> {
         let fd = self.stack.fd(layer);
-        let dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-        let kind = match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => EntryKind::File {
-                size: st.st_size as u64,
-            },
-            FileType::Symlink => EntryKind::Symlink {
-                target: rustix::fs::readlinkat(fd, path, Vec::new())
-                    .map_err(|e| self.err("readlink", layer, path, e))?
-                    .into_bytes(),
-            },
-            FileType::Fifo => EntryKind::Fifo,
-            FileType::CharacterDevice => EntryKind::Char {
-                major: dev.0,
-                minor: dev.1,
-            },
-            FileType::BlockDevice => EntryKind::Block {
-                major: dev.0,
-                minor: dev.1,
-            },
-            _ => return Ok(()),
+        let Some(mut e) = self.entry(layer, path, st)? else {
+            return Ok(());
         };
-        let mut e = self.entry(layer, path, st, kind)?;
         if let EntryKind::File { .. } = e.kind {
             if st.st_nlink > 1 {
                 let id = (st.st_dev, st.st_ino);

@@ -15,6 +15,7 @@ pub mod changes;
 pub mod commit;
 pub mod diff;
 pub mod export;
+pub mod import;
 pub mod lower;
 pub mod mount;
 pub mod record;

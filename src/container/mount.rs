@@ -34,6 +34,33 @@ pub fn mounts_of(rec: &ContainerRecord) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A container as `ps` shows it: where it is mounted (per the mount table), and whether that
+/// mount is stale (its daemon died).
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub rec: ContainerRecord,
+    pub mountpoint: Option<PathBuf>,
+    pub stale: bool,
+}
+
+/// Containers newest first with their mount state; only mounted ones unless `all`.
+pub fn statuses(cs: &Containers<'_>, all: bool) -> Result<Vec<Status>> {
+    let mut out = Vec::new();
+    for rec in cs.list()?.into_iter().rev() {
+        let mounts = mounts_of(&rec);
+        if !all && mounts.is_empty() {
+            continue;
+        }
+        let stale = !mounts.is_empty() && !cs.is_served(&rec.id)?;
+        out.push(Status {
+            mountpoint: mounts.into_iter().next(),
+            rec,
+            stale,
+        });
+    }
+    Ok(out)
+}
+
 /// Lower directories of a container's image, top first.
 pub fn lowerdirs(store: &Store, rec: &ContainerRecord) -> Vec<PathBuf> {
     rec.layers
@@ -101,6 +128,8 @@ pub struct MountMode {
     pub foreground: bool,
     pub debug: bool,
     pub read_only: bool,
+    /// An image's new container is removed at `umount` (`--rm`).
+    pub remove: bool,
 }
 
 /// `mount IMAGE-or-CONTAINER MNT`: mounts a container, or an image through a new container
@@ -131,7 +160,12 @@ pub fn mount(
             Ok(None)
         }
         Target::Image(img, shown) => {
-            let rec = Containers::new(&store).create(&img, &shown, None)?;
+            let cs = Containers::new(&store);
+            let mut rec = cs.create(&img, &shown, None)?;
+            if mode.remove {
+                rec.remove_at_umount = true;
+                cs.update(&rec)?;
+            }
             match mount_container(store, &rec, opts, mnt, foreground, mode.debug, false) {
                 Ok(()) => Ok(Some(rec.id)),
                 Err(e) => {
@@ -143,6 +177,10 @@ pub fn mount(
                 }
             }
         }
+        Target::Container(_) if mode.remove => Err(Error::Usage(format!(
+            "--rm applies to an image's new container; {target} is a container already: \
+             remove it with layerfs rm after umount"
+        ))),
         Target::Container(rec) => {
             mount_container(
                 store,
@@ -250,6 +288,9 @@ pub fn umount(root: &Path, arg: &Path) -> Result<()> {
                 if r.mountpoint.as_deref() == Some(&mnt) {
                     r.mountpoint = None;
                     cs.update(&r)?;
+                    if r.remove_at_umount && mounts_of(&r).is_empty() {
+                        cs.remove(&r)?;
+                    }
                 }
             }
         }
@@ -281,7 +322,11 @@ pub fn unmount_container(cs: &Containers<'_>, rec: &ContainerRecord) -> Result<(
     }
     let mut r = rec.clone();
     r.mountpoint = None;
-    cs.update(&r)
+    cs.update(&r)?;
+    if r.remove_at_umount {
+        cs.remove(&r)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

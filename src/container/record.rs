@@ -85,12 +85,21 @@ pub struct ContainerRecord {
     /// see `mount::mounts_of`).
     #[serde(default)]
     pub mountpoint: Option<PathBuf>,
+    /// Made by `mount IMAGE MNT --rm`: removed with everything it wrote at `umount`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_at_umount: bool,
 }
 
 const META: &str = "meta.json";
 /// Held (flock) by the daemon serving a mount of the container: exclusive for a writable
 /// mount, shared for a read-only one.
 const MOUNT_LOCK: &str = "mount.lock";
+
+/// A container's size: its writable layer, and that plus its image (docker's "virtual").
+pub fn sizes(store: &Store, cs: &Containers<'_>, rec: &ContainerRecord) -> (u64, u64) {
+    let rw = upper_size(&cs.upper(&rec.id));
+    (rw, store.image(&rec.image).map_or(0, |i| i.size) + rw)
+}
 
 /// Bytes and inodes of a writable layer (each inode once; directories not counted).
 pub fn upper_size(p: &Path) -> u64 {
@@ -322,6 +331,7 @@ impl<'s> Containers<'s> {
             layers: image.layers.clone(),
             created: now_rfc3339(),
             mountpoint: None,
+            remove_at_umount: false,
         };
         let _lock = self.registry_lock()?;
         let taken: Vec<String> = self.list()?.into_iter().map(|c| c.name).collect();

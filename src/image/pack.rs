@@ -160,6 +160,49 @@ fn io_fail(op: &'static str, e: std::io::Error) -> PackError {
     }
 }
 
+/// The tar entry for `name` in `dir` (at `path` in the archive) as `st` describes it: kind,
+/// permission bits, numeric owner, whole-second mtime, xattrs as a layer keeps them, the target
+/// of a symlink. `None` for sockets, which have no tar form. Used by `pack` (a layer) and by
+/// `export` (a merged tree); the error names the step that failed.
+pub fn entry_from_stat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    path: &[u8],
+    st: &Stat,
+) -> Result<Option<TarEntry>, (&'static str, Errno)> {
+    let dev = || (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => EntryKind::Dir,
+        FileType::RegularFile => EntryKind::File {
+            size: st.st_size as u64,
+        },
+        FileType::Symlink => EntryKind::Symlink {
+            target: rustix::fs::readlinkat(dir, name, Vec::new())
+                .map_err(|e| ("readlink", e))?
+                .into_bytes(),
+        },
+        FileType::Fifo => EntryKind::Fifo,
+        FileType::CharacterDevice => EntryKind::Char {
+            major: dev().0,
+            minor: dev().1,
+        },
+        FileType::BlockDevice => EntryKind::Block {
+            major: dev().0,
+            minor: dev().1,
+        },
+        FileType::Socket | FileType::Unknown => return Ok(None),
+    };
+    Ok(Some(TarEntry {
+        path: path.to_vec(),
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime: st.st_mtime,
+        xattrs: layer_xattrs(dir, name).map_err(|e| ("read xattrs of", e))?,
+    }))
+}
+
 /// Names in a directory, sorted bytewise, without `.` and `..`.
 pub fn sorted_names(dir: BorrowedFd<'_>) -> Result<Vec<CString>, Errno> {
     let mut names = Vec::new();
@@ -261,35 +304,14 @@ impl<W: Write> Packer<W> {
             let e = self.base(&wh, st, EntryKind::File { size: 0 });
             return self.put(&e, None);
         }
-        let kind = match ft {
-            FileType::Directory => EntryKind::Dir,
-            FileType::RegularFile => EntryKind::File {
-                size: st.st_size as u64,
-            },
-            FileType::Symlink => EntryKind::Symlink {
-                target: rustix::fs::readlinkat(dir, name, Vec::new())
-                    .map_err(|e| fail("readlink", path, e))?
-                    .into_bytes(),
-            },
-            FileType::Fifo => EntryKind::Fifo,
-            FileType::CharacterDevice => EntryKind::Char {
-                major: rustix::fs::major(st.st_rdev),
-                minor: rustix::fs::minor(st.st_rdev),
-            },
-            FileType::BlockDevice => EntryKind::Block {
-                major: rustix::fs::major(st.st_rdev),
-                minor: rustix::fs::minor(st.st_rdev),
-            },
-            FileType::Socket | FileType::Unknown => {
-                log::info!(
-                    "not packing {}: sockets have no tar form",
-                    String::from_utf8_lossy(path)
-                );
-                return Ok(());
-            }
+        let Some(e) = entry_from_stat(dir, name, path, st).map_err(|(op, e)| fail(op, path, e))?
+        else {
+            log::info!(
+                "not packing {}: sockets have no tar form",
+                String::from_utf8_lossy(path)
+            );
+            return Ok(());
         };
-        let mut e = self.base(path, st, kind);
-        e.xattrs = layer_xattrs(dir, name).map_err(|err| fail("read xattrs of", path, err))?;
         match ft {
             FileType::Directory => self.dir(dir, name, path, st, e),
             FileType::RegularFile => self.file(dir, name, path, st, e),

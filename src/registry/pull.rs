@@ -151,21 +151,13 @@ fn check_platform(
     Ok(())
 }
 
-/// The last lines of a pull: resumed downloads, the digest, what was fetched.
-fn report(
-    out: &mut dyn Write,
-    shown: &str,
-    digest: &Digest,
-    notes: &Mutex<Vec<String>>,
-    p: &Pulled,
-    secs: f64,
-) {
+/// The last progress lines of a pull: resumed downloads, what was fetched.
+fn report(out: &mut dyn Write, shown: &str, notes: &Mutex<Vec<String>>, p: &Pulled, secs: f64) {
     if let Ok(n) = notes.lock() {
         for line in n.iter() {
             let _ = writeln!(out, "{line}");
         }
     }
-    let _ = writeln!(out, "Digest: {digest}");
     let _ = writeln!(
         out,
         "Pulled {shown}: {} blob(s) downloaded ({}), {} layer(s) already present, {secs:.2}s",
@@ -245,7 +237,7 @@ pub fn pull(
         present: planned.present,
     };
     let secs = started.elapsed().as_secs_f64();
-    report(out, &shown, &pulled.digest, &ctx.notes, &pulled, secs);
+    report(out, &shown, &ctx.notes, &pulled, secs);
     Ok(pulled)
 }
 

@@ -16,10 +16,11 @@ use std::path::PathBuf;
 
 use super::client::{Body, Client, ClientOptions, Method, Request, Stats, header};
 use super::docs::{OCI_CONFIG, blob_path, manifest_accept, manifest_media_type, manifest_path};
-use super::{auth::Credentials, challenge::repo_scope, parallel_map};
+use super::{auth::Credentials, challenge::repo_scope};
 use crate::digest::Digest;
 use crate::image::compress::{Compression, sniff};
 use crate::image::oci::{Document, Manifest, OCI_MANIFEST, parse_document};
+use crate::pool::parallel_map;
 use crate::reference::Reference;
 use crate::store::{ImageRecord, Store};
 use crate::{Error, Result};
@@ -105,10 +106,7 @@ pub fn push(
     let repo = dest.repository.as_str();
     let _ = writeln!(out, "The push refers to repository [{}]", dest.name());
     let sources = mount_sources(store, dest)?;
-    let bars = indicatif::MultiProgress::new();
-    if !opts.progress {
-        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bars = crate::human::progress_bars(opts.progress);
     let outcomes = parallel_map(&blobs, opts.jobs, |b| {
         let from = sources.get(&b.digest).map(Vec::as_slice).unwrap_or(&[]);
         ensure_blob(&client, repo, b, from, &bars)
@@ -312,14 +310,7 @@ fn ensure_blob(
         .base()
         .join(&location)?
         .with_query("digest", b.digest.as_str());
-    let bar = bars.add(indicatif::ProgressBar::new(b.size));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("sha256:{}", b.digest.short()));
+    let bar = crate::human::byte_bar(bars, b.size, format!("sha256:{}", b.digest.short()));
     let req = Request::new(Method::Put, url, &scope)
         .header("content-type", "application/octet-stream")
         .body(Body::File {

@@ -8,8 +8,6 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::Store;
 use super::pipeline::{decode_in_thread, verdict};
@@ -20,6 +18,7 @@ use crate::image::plan::{ImagePlan, LayerInput};
 use crate::image::tarentry::RelPath;
 use crate::image::unpack::{Limits, open_layer_root, unpack_layer};
 use crate::image::write::copy_dir_attrs_from_lower;
+use crate::pool::parallel_map;
 use crate::reference::Reference;
 use crate::{Error, Result};
 
@@ -62,7 +61,8 @@ struct Staged {
 }
 
 impl Store {
-    /// Imports one image; progress lines go to `out`.
+    /// Imports one image; progress lines go to `out`. The caller says what was loaded (the
+    /// returned ID and names).
     pub fn import(
         &self,
         plan: ImagePlan,
@@ -170,12 +170,6 @@ impl Store {
             }
             Ok(())
         })?;
-        if plan.names.is_empty() {
-            say(out, format!("Loaded image ID: {id}"));
-        }
-        for n in &plan.names {
-            say(out, format!("Loaded image: {}", n.familiar()));
-        }
         Ok(Imported {
             id,
             names: plan.names,
@@ -194,49 +188,20 @@ impl Store {
         staging: &Path,
         opts: &ImportOptions,
     ) -> Result<Vec<Staged>> {
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Result<Staged>>> = Mutex::new(Vec::new());
-        let bars = indicatif::MultiProgress::new();
-        if !opts.progress {
-            bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        let jobs = opts.jobs.clamp(1, todo.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..jobs {
-                s.spawn(|| {
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        if k >= todo.len() || failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let i = todo[k];
-                        let parent = i.checked_sub(1).map(|p| chains[p].clone());
-                        let r = extract_one(
-                            &plan.layers[i],
-                            i,
-                            &diff_ids[i],
-                            &chains[i],
-                            parent,
-                            staging,
-                            opts,
-                            &bars,
-                        );
-                        if r.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        if let Ok(mut v) = results.lock() {
-                            v.push(r);
-                        }
-                    }
-                });
-            }
-        });
-        let mut staged = results
-            .into_inner()
-            .map_err(|_| Error::Format("layer extraction thread panicked".into()))?
-            .into_iter()
-            .collect::<Result<Vec<Staged>>>()?;
+        let bars = crate::human::progress_bars(opts.progress);
+        let mut staged = parallel_map(todo, opts.jobs, |&i| {
+            let parent = i.checked_sub(1).map(|p| chains[p].clone());
+            extract_one(
+                &plan.layers[i],
+                i,
+                &diff_ids[i],
+                &chains[i],
+                parent,
+                staging,
+                opts,
+                &bars,
+            )
+        })?;
         staged.sort_by_key(|s| s.index);
         Ok(staged)
     }
@@ -342,14 +307,7 @@ fn extract_one(
             Box::new(super::blobs::TeeReader::new((input.open)()?, copy))
         }
     };
-    let bar = bars.add(indicatif::ProgressBar::new(input.size_hint));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(short(diff_id));
+    let bar = crate::human::byte_bar(bars, input.size_hint, short(diff_id));
     let raw: Box<dyn Read + Send> = Box::new(bar.wrap_read(raw));
     // Read at most one byte more than declared: enough to tell "too long" without reading an
     // endless stream.

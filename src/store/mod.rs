@@ -27,6 +27,7 @@ pub mod convert;
 mod gc;
 pub mod import;
 mod lock;
+pub mod ops;
 mod pipeline;
 pub mod records;
 pub mod save;
