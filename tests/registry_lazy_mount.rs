@@ -422,3 +422,38 @@ fn layer_mounts_of_a_killed_daemon_are_swept_by_the_next_mount() {
         b"NAME=lazy\nID=lazy\n"
     );
 }
+
+#[test]
+fn a_registry_that_stops_answering_gives_eio_after_the_timeout() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (_reg, proxy) = setup();
+    let env = Env::new();
+    let reference = format!("{}/app:zstd-chunked", proxy.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let out = env
+        .cmd(&["mount", "--lazy", "--no-prefetch", &reference])
+        .arg(dir.path())
+        .env("LAYERFS_LAZY_TIMEOUT_MS", "500")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = Mount { dir };
+    proxy.set_hang(true);
+    let t = Instant::now();
+    let err = std::fs::read(m.path().join("srv/data")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // 4 tries of at most 0.5 s plus 0.7 s of backoff; far below any hang.
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    proxy.set_hang(false);
+    assert_eq!(
+        std::fs::read(m.path().join("srv/data")).unwrap(),
+        noise(300_000, 9)
+    );
+}

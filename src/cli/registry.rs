@@ -44,6 +44,7 @@ impl TlsArgs {
     fn client(&self) -> ClientOptions {
         ClientOptions {
             tls_verify: self.tls_verify,
+            ..ClientOptions::default()
         }
     }
 }

@@ -80,6 +80,7 @@ pub fn mount_command(root: &Path, o: &LazyOptions) -> Result<()> {
     }
     let client_opts = ClientOptions {
         tls_verify: o.tls_verify,
+        timeout: Some(super::remote::response_timeout()),
     };
     let started = Instant::now();
     match open_image(&root, &r, &client_opts)? {

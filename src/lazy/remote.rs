@@ -11,6 +11,15 @@ use crate::registry::client::{Client, Method, Request, read_limited};
 use crate::registry::docs::blob_path;
 use crate::{Error, Result};
 
+/// Longest wait for a registry's answer (and between reads of it) on a lazy read: with
+/// [`ATTEMPTS`] tries a reader waits at most about 4 x 20 s, never forever.
+/// `LAYERFS_LAZY_TIMEOUT_MS` changes it.
+pub fn response_timeout() -> Duration {
+    std::env::var("LAYERFS_LAZY_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(20), Duration::from_millis)
+}
 /// Tries per range before the read fails.
 pub const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

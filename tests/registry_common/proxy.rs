@@ -59,6 +59,8 @@ struct State {
     down: AtomicBool,
     /// Flip a byte of every Range response from a blob.
     tamper: AtomicBool,
+    /// Read requests and never answer them (until turned off).
+    hang: AtomicBool,
 }
 
 pub struct Proxy {
@@ -84,6 +86,7 @@ impl Proxy {
             next_token: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             tamper: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
         });
         let threads = [(main, false), (storage, true)]
             .into_iter()
@@ -121,6 +124,11 @@ impl Proxy {
     /// While true, connections are closed without an answer.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// While true, requests are read and never answered.
+    pub fn set_hang(&self, on: bool) {
+        self.state.hang.store(on, Ordering::SeqCst);
     }
 
     /// While true, one byte of every blob Range response is changed.
@@ -248,6 +256,13 @@ fn handle(s: TcpStream, st: &State, storage: bool) -> std::io::Result<()> {
         return Ok(());
     }
     let req = read_request(&s)?;
+    if st.hang.load(Ordering::SeqCst) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while st.hang.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        return Ok(());
+    }
     st.seen.lock().unwrap().push(Seen {
         method: req.method.clone(),
         target: req.target.clone(),
