@@ -22,6 +22,10 @@ fn is_root() -> bool {
 /// A registry with the fixture pushed as `app:zstd-chunked`, `app:estargz` and `app:plain`,
 /// and a proxy in front.
 fn setup() -> (Registry, Proxy) {
+    setup_with(ProxyOpts::default())
+}
+
+fn setup_with(opts: ProxyOpts) -> (Registry, Proxy) {
     let reg = Registry::start();
     let env = Env::new();
     load_fixture(&env);
@@ -30,7 +34,7 @@ fn setup() -> (Registry, Proxy) {
         env.ok(&["push", "-q", "app:1", &dest, "--compression", fmt]);
     }
     env.ok(&["push", "-q", "app:1", &format!("{}/app:plain", reg.addr())]);
-    let proxy = Proxy::start(reg.port, ProxyOpts::default());
+    let proxy = Proxy::start(reg.port, opts);
     (reg, proxy)
 }
 
@@ -456,4 +460,41 @@ fn a_registry_that_stops_answering_gives_eio_after_the_timeout() {
         std::fs::read(m.path().join("srv/data")).unwrap(),
         noise(300_000, 9)
     );
+}
+
+#[test]
+fn an_expired_token_is_refreshed_between_reads() {
+    if !is_root() {
+        eprintln!("needs root: skipping");
+        return;
+    }
+    let (_reg, proxy) = setup_with(ProxyOpts {
+        bearer: Some(("dave".into(), "pw-dave".into())),
+        ..Default::default()
+    });
+    let env = Env::new();
+    let o = env.run_stdin(
+        &["login", &proxy.addr(), "-u", "dave", "--password-stdin"],
+        "pw-dave\n",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = format!("{}/app:zstd-chunked", proxy.addr());
+    let m = LazyMount::new(&env, &reference, &["--no-prefetch"]);
+    assert_eq!(
+        std::fs::read(m.path().join("etc/os-release")).unwrap(),
+        b"NAME=lazy\nID=lazy\n"
+    );
+    let tokens = |p: &Proxy| {
+        p.seen()
+            .iter()
+            .filter(|s| s.target.starts_with("/token"))
+            .count()
+    };
+    let before = tokens(&proxy);
+    proxy.expire_tokens();
+    assert_eq!(
+        std::fs::read(m.path().join("srv/data")).unwrap(),
+        noise(300_000, 9)
+    );
+    assert_eq!(tokens(&proxy), before + 1, "one new token after the 401");
 }

@@ -126,6 +126,11 @@ impl Proxy {
         self.state.down.store(down, Ordering::SeqCst);
     }
 
+    /// Forgets every Bearer token handed out: the next request with one gets a 401.
+    pub fn expire_tokens(&self) {
+        self.state.tokens.lock().unwrap().clear();
+    }
+
     /// While true, requests are read and never answered.
     pub fn set_hang(&self, on: bool) {
         self.state.hang.store(on, Ordering::SeqCst);
