@@ -141,12 +141,23 @@ pub fn serve(
     r.map_err(|e| Error::io("serve", mnt, e))
 }
 
+/// The FUSE subtype: mounts show as `fuse.layerfs` (findmnt FSTYPE, /proc/mounts), the type
+/// `mount -t fuse.layerfs` and fstab use.
+pub const SUBTYPE: &str = "layerfs";
+
 fn fuse_config(opts: &MountOptions) -> Config {
     let mut mo = vec![
         MountOption::FSName(opts.fsname.clone().unwrap_or_else(|| "layerfs".into())),
-        MountOption::Subtype("layerfs".into()),
+        MountOption::Subtype(SUBTYPE.into()),
         MountOption::DefaultPermissions,
     ];
+    // fuser's own mount(2) (as root) passes the type "fuse" and keeps `Subtype` for fusermount3
+    // only, so the mount would show as plain `fuse`. The kernel's FUSE takes `subtype=` as a
+    // mount parameter too: given here, findmnt shows `fuse.layerfs`. Not for fusermount3 (not
+    // root), which gets `Subtype` and must not see the option twice.
+    if rustix::process::geteuid().is_root() {
+        mo.push(MountOption::CUSTOM(format!("subtype={SUBTYPE}")));
+    }
     let has = |f: KernelFlag| opts.flags.contains(&f);
     // Like kernel overlayfs, setuid programs and device nodes work unless turned off.
     mo.push(if has(KernelFlag::NoSuid) {

@@ -74,6 +74,87 @@ context=, fscontext=, defcontext=, rootcontext=, fsync=0|1, volatile, userxattr,
 xino=on|off|auto, redirect_dir=off, index=off, metacopy=off, noacl, threads=N, \
 passthrough=on|off, timeout=SECONDS, debug, defaults, auto, noauto, nonempty, _netdev, x-*";
 
+/// Each accepted `-o` option with what it does, for `layerfs-mount(1)`. Every word of
+/// [`SUPPORTED`] appears here (a unit test checks it).
+pub const DOCUMENTED: &[(&str, &str)] = &[
+    (
+        "lowerdir=DIR[:DIR...]",
+        "The read-only layers, top first. \\: is a literal colon, \\, a comma. Alone (no upperdir/workdir) the mount is read-only.",
+    ),
+    (
+        "upperdir=DIR",
+        "The writable layer: every change lands here, in kernel overlayfs format (whiteouts are 0/0 character devices, opaque directories carry trusted.overlay.opaque=y).",
+    ),
+    (
+        "workdir=DIR",
+        "An empty directory on the same file system as upperdir, where copy-ups are staged before one rename publishes them.",
+    ),
+    (
+        "ro, rw",
+        "Read-only (writes fail with EROFS) or read-write mount.",
+    ),
+    (
+        "allow_other, allow_root",
+        "Let other users use the mount (always on as root, like a kernel overlay mount; permissions still apply).",
+    ),
+    (
+        "default_permissions",
+        "Let the kernel check permissions from the file modes.",
+    ),
+    (
+        "suid, nosuid, dev, nodev, exec, noexec",
+        "The kernel mount flags; as root setuid programs and device nodes work unless nosuid/nodev.",
+    ),
+    (
+        "atime, noatime, relatime, strictatime, nodiratime",
+        "Access-time policy (noatime is passed to the kernel; the others are accepted).",
+    ),
+    (
+        "fsname=NAME",
+        "The source shown in /proc/mounts and findmnt.",
+    ),
+    (
+        "subtype=NAME",
+        "Accepted for mount.fuse3; the type is always fuse.layerfs.",
+    ),
+    (
+        "context=, fscontext=, defcontext=, rootcontext=",
+        "SELinux contexts, handed to mount(2) verbatim (values may be double-quoted and hold commas).",
+    ),
+    (
+        "fsync=0|1, volatile",
+        "fsync=0 or volatile makes fsync and fsyncdir no-ops (faster, unsafe on a crash).",
+    ),
+    (
+        "userxattr",
+        "Read and write user.overlay.* markers instead of trusted.overlay.* (kernel userxattr).",
+    ),
+    (
+        "xino=on|off|auto, redirect_dir=off, index=off, metacopy=off, noacl",
+        "Kernel overlayfs options accepted for compatibility; layerfs implements the kernel defaults.",
+    ),
+    (
+        "threads=N",
+        "Request threads, 1 to 64 (default one per CPU, at least 4).",
+    ),
+    (
+        "passthrough=on|off",
+        "Hand reads and writes of upper files to the kernel (FUSE passthrough, Linux 6.9 and later); on by default where granted.",
+    ),
+    (
+        "timeout=SECONDS",
+        "Attribute and entry cache timeout, 0 to 86400 (default a day: every change goes through the mount).",
+    ),
+    (
+        "debug",
+        "Log every request and stay in the foreground (same as -d).",
+    ),
+    (
+        "defaults, auto, noauto, nonempty, _netdev, x-*",
+        "fstab words, accepted and ignored.",
+    ),
+];
+
 impl MountOptions {
     /// Parses the values of every `-o` given, in order (later options win).
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions> {
@@ -311,6 +392,22 @@ mod tests {
             vec!["context=system_u:object_r:a,b"]
         );
         assert!(!o.fsync);
+    }
+
+    #[test]
+    fn every_supported_option_is_documented() {
+        let documented: Vec<&str> = DOCUMENTED
+            .iter()
+            .flat_map(|(names, _)| names.split(", "))
+            .map(|n| n.split('=').next().unwrap_or(n))
+            .collect();
+        for word in SUPPORTED.split(", ") {
+            let key = word.split('=').next().unwrap_or(word);
+            if matches!(key, "allow_root" | "diratime" | "lazytime" | "nfs_export") {
+                continue;
+            }
+            assert!(documented.contains(&key), "{key} not in DOCUMENTED");
+        }
     }
 
     #[test]

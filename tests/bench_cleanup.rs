@@ -180,26 +180,27 @@ fn stop_while_mounted_ends_the_run_and_cleans_up() {
     assert!(report.samples.iter().all(|s| s.workload != "lookup"));
 }
 
-#[test]
-fn sigint_to_the_command_unmounts_and_removes_everything() {
-    if !root() {
-        return;
-    }
+/// Runs `layerfs bench` in its own process group (a shell job), waits until it has mounted
+/// something, sends `sig` to the whole group (as a terminal does), and returns its exit code
+/// and standard error once it is gone; nothing may be left mounted or on disk.
+fn signal_the_command(sig: nix::sys::signal::Signal, impls: &str) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
     let d = parent();
     let dir = d.path().canonicalize().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_layerfs"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_layerfs"))
         .args([
             "bench",
             "--quick",
             "--impl",
-            "overlay",
+            impls,
             "-w",
             "lookup,copy-up",
             "--dir",
         ])
         .arg(&dir)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let under = dir.clone();
@@ -213,17 +214,40 @@ fn sigint_to_the_command_unmounts_and_removes_everything() {
         "the bench never mounted anything under {}",
         dir.display()
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    // 130 (128 + SIGINT) is the clean interrupted path (death by the signal would have no code).
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "an interrupted run ends with an error: {status}"
-    );
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(pgid, sig).unwrap();
+    let out = child.wait_with_output().unwrap();
     assert_clean(&dir);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sigint_to_the_command_unmounts_removes_everything_and_exits_130() {
+    if !root() {
+        return;
+    }
+    let (code, err) = signal_the_command(nix::sys::signal::Signal::SIGINT, "overlay");
+    assert_eq!(
+        code,
+        Some(130),
+        "Ctrl-C exits like a shell job it killed: {err}"
+    );
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert!(err.contains("removed"), "{err}");
+    assert!(!err.contains("Interrupted system call"), "{err}");
+}
+
+#[test]
+fn sighup_when_the_terminal_closes_cleans_up_like_sigint() {
+    if !root() {
+        return;
+    }
+    // layerfs too: its FUSE daemons must not be left serving a mount.
+    let (code, err) = signal_the_command(nix::sys::signal::Signal::SIGHUP, "layerfs,overlay");
+    assert_eq!(code, Some(129), "{err}");
+    assert!(err.contains("interrupted by SIGHUP"), "{err}");
+    assert!(!err.contains("Interrupted system call"), "{err}");
 }

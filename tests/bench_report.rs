@@ -177,8 +177,13 @@ fn table_has_medians_spreads_and_ratios() {
             "copy-up: first 1-byte append, 4 KiB (cold)",
             "overlay 2.00 ms 1.00 ms – 3.00 ms 3 1.00x 20.0x",
             "fuse-overlayfs 5.00 ms 4.00 ms – 6.00 ms 3 2.50x 50.0x",
-            "raw 100 µs 100 µs – 100 µs 2 0.0500x 1.00x",
+            // raw's budget ran out after 2 repetitions where the others got 3: marked.
+            "raw 100 µs 100 µs – 100 µs 2*/3 0.0500x 1.00x",
         ]
+    );
+    assert!(
+        t.contains("\nn*/m: only n repetitions where another implementation in the row got m"),
+        "{t}"
     );
     assert_eq!(
         squash(lines[6]),
@@ -359,4 +364,105 @@ fn svg_needs_two_x_values_for_a_line_chart() {
         .retain(|s| s.case != "1 MiB" && s.workload != "lookup");
     let names: Vec<String> = svg::charts(&r).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["overview.svg"]);
+}
+
+#[test]
+fn fewer_repetitions_are_listed_in_json_and_marked_in_charts() {
+    let r = synthetic();
+    let v: serde_json::Value = serde_json::from_str(&json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(
+        v["fewer_repetitions"],
+        serde_json::json!([{
+            "implementation": "raw", "workload": "copy-up", "metric": "first 1-byte append",
+            "case": "4 KiB", "cache": "cold", "repetitions": 2, "most_repetitions": 3
+        }])
+    );
+    let charts = svg::charts(&r);
+    let copy_up = &charts
+        .iter()
+        .find(|(n, _)| n.starts_with("copy-up"))
+        .unwrap()
+        .1;
+    let doc = roxmltree::Document::parse(copy_up).unwrap();
+    let hollow: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("fewer-reps"))
+        .map(|n| n.descendants().filter_map(|t| t.text()).collect())
+        .collect();
+    assert_eq!(hollow.len(), 1, "{hollow:?}");
+    assert!(
+        hollow[0].starts_with("raw: ") && hollow[0].contains("only 2 of 3"),
+        "{hollow:?}"
+    );
+    assert!(
+        texts(&doc)
+            .iter()
+            .any(|t| t.starts_with("Hollow markers (raw)"))
+    );
+    let overview = &charts.iter().find(|(n, _)| n == "overview.svg").unwrap().1;
+    let doc = roxmltree::Document::parse(overview).unwrap();
+    let faded: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("fewer-reps"))
+        .filter_map(|n| n.attribute("fill-opacity"))
+        .collect();
+    assert_eq!(faded, ["0.4"]);
+    assert!(texts(&doc).iter().any(|t| t.starts_with("Faded bars")));
+
+    // Equal repetitions: no mark anywhere.
+    let mut even = synthetic();
+    even.samples
+        .retain(|s| !(s.implementation == "raw" && s.case == "4 KiB"));
+    assert!(!table::render(&even).contains('*'));
+    let v: serde_json::Value = serde_json::from_str(&json::to_string(&even).unwrap()).unwrap();
+    assert_eq!(v["fewer_repetitions"], serde_json::json!([]));
+    assert!(
+        svg::charts(&even)
+            .iter()
+            .all(|(_, t)| !t.contains("fewer-reps"))
+    );
+}
+
+#[test]
+fn chart_subtitles_fit_their_width_whole() {
+    let mut r = synthetic();
+    // A long but real-looking description: it used to run past the right edge.
+    r.machine.cpu_model = "AMD EPYC 7B13 64-Core Processor with a long marketing name".into();
+    r.machine.work_dir = "/var/tmp/some/rather/deeply/nested/benchmark/directory".into();
+    r.machine.kernel = "6.18.44-fc-v657-with-a-local-suffix".into();
+    let machine = table::machine_line(&r);
+    let charts = svg::charts(&r);
+    assert!(charts.len() >= 3);
+    for (name, text) in charts {
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        let root = doc.root_element();
+        let width: f64 = root.attribute("width").unwrap().parse().unwrap();
+        let sub = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some("subtitle"))
+            .unwrap();
+        let font: f64 = sub.attribute("font-size").unwrap().parse().unwrap();
+        let lines: Vec<String> = sub
+            .children()
+            .filter(|n| n.is_element())
+            .map(|n| n.text().unwrap_or("").to_string())
+            .collect();
+        assert!((1..=2).contains(&lines.len()), "{name}: {lines:?}");
+        assert!(font >= 8.0, "{name}: {font}");
+        for l in &lines {
+            let x: f64 = sub.attribute("x").unwrap().parse().unwrap();
+            let w = l.chars().count() as f64 * font * svg::CHAR_EM;
+            assert!(
+                x + w <= width - 16.0 + 0.01,
+                "{name}: {l:?} is {w} px wide in {width}"
+            );
+        }
+        // Nothing lost: the lines are the machine line, broken at spaces.
+        assert_eq!(lines.join(" "), machine, "{name}");
+    }
+    // The short subtitle of the synthetic machine stays on one line at full size.
+    let short = svg::subtitle_lines(&table::machine_line(&synthetic()), 760.0);
+    assert_eq!(short.0, 11.0);
+    assert_eq!(svg::wrap("a bb ccc dddd", 6), ["a bb", "ccc", "dddd"]);
+    assert_eq!(svg::wrap("abcdefgh", 3), ["abc", "def", "gh"]);
 }

@@ -1,7 +1,7 @@
 //! Two loads at once sharing layers; a load killed with SIGKILL leaves nothing behind.
 mod store_common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,6 @@ fn concurrent_loads_sharing_layers_both_succeed() {
 #[test]
 fn killed_load_leaves_nothing_and_is_swept() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
     let base = big_layer(100, 4 << 20);
     let img = TestImage::new(vec![(zstd(&base), base)]);
     let dir = tmp.path().join("img");
@@ -78,32 +77,14 @@ fn killed_load_leaves_nothing_and_is_swept() {
         &dir,
         &oci_files(&[(&img, serde_json::json!({"io.containerd.image.name": "k:1"}))]),
     );
-    let mut child = load_cmd(&root, &dir).stdout(Stdio::null()).spawn().unwrap();
-    // Wait until the layer is being extracted into staging, then SIGKILL.
-    let start = Instant::now();
-    let chain = img_chain(&img);
-    let staged = |root: &Path| {
-        std::fs::read_dir(root.join("tmp"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read_dir(e.path().join(&chain[7..]).join("diff/big"))
-                    .is_ok_and(|mut r| r.next().is_some())
-            })
-    };
-    while !staged(&root) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "load never started extracting"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("load finished ({st}) before it could be killed");
-        }
-        std::thread::yield_now();
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // The kill must land while the layer is being extracted. On a busy machine this test's
+    // poll may not get the CPU inside that window and the load finishes first: then the run
+    // tells nothing, and is tried again on a fresh store (a few times at most).
+    let root = (0..5)
+        .find_map(|attempt| {
+            kill_while_extracting(&tmp.path().join(format!("root{attempt}")), &dir, &img)
+        })
+        .expect("in 5 attempts, every load finished before it could be killed");
     assert!(
         entries(&root.join("tmp")) > 0,
         "staging left by the killed load"
@@ -125,6 +106,39 @@ fn killed_load_leaves_nothing_and_is_swept() {
         0,
         "next command swept the staging area"
     );
+}
+
+/// Starts a load into `root` and SIGKILLs it once it is extracting into staging; `None` when
+/// the load finished first.
+fn kill_while_extracting(root: &Path, dir: &Path, img: &TestImage) -> Option<PathBuf> {
+    let mut child = load_cmd(root, dir).stdout(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    let chain = img_chain(img);
+    let staged = |root: &Path| {
+        std::fs::read_dir(root.join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_dir(e.path().join(&chain[7..]).join("diff/big"))
+                    .is_ok_and(|mut r| r.next().is_some())
+            })
+    };
+    while !staged(root) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "load never started extracting"
+        );
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "load failed: {st}");
+            eprintln!("load finished ({st}) before it could be killed; trying again");
+            return None;
+        }
+        std::thread::yield_now();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Some(root.to_path_buf())
 }
 
 fn img_chain(img: &TestImage) -> String {

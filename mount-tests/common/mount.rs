@@ -217,11 +217,22 @@ fn unmount_impl(imp: Impl, mnt: &Path) -> Result<(), String> {
     match imp {
         Impl::Kernel | Impl::FuseOverlayfs => unmount_retrying(mnt)?,
         Impl::Layerfs => {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_layerfs"));
-            cmd.arg("umount").arg(mnt);
-            if let Err(e) = run_daemon_start(cmd, mnt, "layerfs umount") {
-                let _ = force_unmount(mnt);
-                return Err(e);
+            // Retried while busy, like the kernel's unmount above: a process outside the test
+            // may hold the mount for a moment.
+            let deadline = Instant::now() + MOUNT_TIMEOUT;
+            loop {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_layerfs"));
+                cmd.arg("umount").arg(mnt);
+                match run_daemon_start(cmd, mnt, "layerfs umount") {
+                    Ok(()) => break,
+                    Err(e) if e.contains(" is busy") && Instant::now() < deadline => {
+                        std::thread::sleep(POLL_INTERVAL * 10)
+                    }
+                    Err(e) => {
+                        let _ = force_unmount(mnt);
+                        return Err(e);
+                    }
+                }
             }
         }
     }

@@ -211,6 +211,7 @@ impl<'a> Runner<'a> {
                     ctl: &ctl,
                     cold: self.cold,
                     rep,
+                    upper: None,
                 };
                 let measures = if imp.is_raw() {
                     self.raw_rep(w, case, &env)?
@@ -302,9 +303,13 @@ impl<'a> Runner<'a> {
         let mounted = imp.mount(&stack, &d.join("mount.log"))?;
         // Earlier repetitions' dirty data is written back before anything is timed.
         nix::unistd::sync();
+        let env = Env {
+            upper: Some(&upper),
+            ..*env
+        };
         let r = self
             .inject(w, &mnt)
-            .and_then(|()| workloads::run(mounted.path(), &case.input, env));
+            .and_then(|()| workloads::run(mounted.path(), &case.input, &env));
         let u = mounted.unmount();
         let measures = r?;
         u?;

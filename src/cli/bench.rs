@@ -156,8 +156,21 @@ impl BenchArgs {
     }
 }
 
-/// `layerfs bench ...`; `store_root` is the global `--root` (for `--image`).
+/// Signals that stop a run cleanly: Ctrl-C, `kill`, and the terminal closing. The first one
+/// stops at the next operation, then everything is unmounted and removed; a second one while
+/// cleaning up exits at once (with 128 + its number).
+const STOP_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+
+/// `layerfs bench ...`; `store_root` is the global `--root` (for `--image`). A run stopped by a
+/// signal prints what was measured, cleans up, says so and exits with 128 + the signal's
+/// number (130 for Ctrl-C), like a shell reports a job a signal ended.
 pub fn run(args: &BenchArgs, store_root: &Path) -> Result<()> {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     if args.workloads.iter().any(|w| w == "lazy") {
         let Some(image) = args.image.as_deref() else {
             return Err(Error::Usage(
@@ -171,21 +184,64 @@ pub fn run(args: &BenchArgs, store_root: &Path) -> Result<()> {
     let cfg = args.config(store_root)?;
     let impls = args.implementations()?;
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while cleaning up terminates at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+    let caught = Arc::new(AtomicUsize::new(0));
+    for sig in STOP_SIGNALS {
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, stop.clone())
             .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
-            .map_err(|e| Error::io("install signal handler", "SIGINT/SIGTERM", e))?;
+            .and_then(|_| signal_hook::flag::register_usize(sig, caught.clone(), sig as usize))
+            .map_err(|e| Error::io("install signal handler", "SIGINT/SIGTERM/SIGHUP", e))?;
     }
-    let report = bench::run(&cfg, &impls, stop, args.warm_only, false)?;
-    print!("{}", bench::report::table::render(&report));
+    let stopped = || stop.load(Ordering::Relaxed);
+    let report = match bench::run(&cfg, &impls, stop.clone(), args.warm_only, false) {
+        Ok(r) => r,
+        // Stopped before anything was measured (while building the data): cleaned up by now.
+        Err(e) if stopped() => {
+            if !bench::scratch::is_interrupted(&e) {
+                let _ = writeln!(std::io::stderr(), "layerfs bench: {e}");
+            }
+            exit_interrupted(caught.load(Ordering::Relaxed))
+        }
+        Err(e) => return Err(e),
+    };
+    // After a hang-up the terminal is gone: writes to it fail, and that must neither stop the
+    // outputs to files nor become a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bench::report::table::render(&report).as_bytes());
+    let _ = out.flush();
+    drop(out);
     for p in bench::write_outputs(&report, args.json.as_deref(), args.svg.as_deref())? {
-        eprintln!("wrote {}", p.display());
+        let _ = writeln!(std::io::stderr(), "wrote {}", p.display());
     }
-    if bench::was_interrupted(&report) {
-        return Err(bench::scratch::interrupted());
+    if bench::was_interrupted(&report) || stopped() {
+        exit_interrupted(caught.load(Ordering::Relaxed));
     }
     Ok(())
+}
+
+/// Says that the run was interrupted and exits with 128 + the signal (everything is cleaned up
+/// by now).
+fn exit_interrupted(sig: usize) -> ! {
+    use std::io::Write as _;
+    let sig = match i32::try_from(sig) {
+        Ok(s) if s > 0 => s,
+        _ => signal_hook::consts::SIGINT,
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "layerfs bench: interrupted by {}: the results above are partial; every mount and \
+         the scratch directory were removed",
+        signal_name(sig)
+    );
+    std::process::exit(128 + sig)
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        signal_hook::consts::SIGINT => "SIGINT (Ctrl-C)",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGHUP => "SIGHUP (terminal closed)",
+        _ => "a signal",
+    }
 }
 
 #[cfg(test)]

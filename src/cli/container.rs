@@ -19,7 +19,7 @@ use crate::human::human_size;
 use crate::image::compress::Compression;
 use crate::image::oci::Platform;
 use crate::reference::Reference;
-use crate::store::save::SaveFormat;
+use crate::store::save::{SaveFormat, save_to_writer, save_with};
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -113,9 +113,9 @@ pub struct SaveArgs {
     /// Images (references or IDs)
     #[arg(required = true)]
     pub images: Vec<String>,
-    /// Output file (a directory for oci-dir)
+    /// Output file (a directory for oci-dir); `-` or none: standard output, if not a terminal
     #[arg(short = 'o', long)]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// docker-archive, oci-archive or oci-dir
     #[arg(long, default_value = "docker-archive")]
     pub format: String,
@@ -184,20 +184,42 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> Result<()> {
         ContainerCommand::Ps(a) => ps(&store, &a, &mut out),
         ContainerCommand::Diff(a) => diff_cmd(&store, &a, &mut out),
         ContainerCommand::Commit(a) => commit_cmd(&store, &a, &mut out),
-        ContainerCommand::Save(a) => {
-            let format: SaveFormat = a.format.parse()?;
-            crate::store::save::save_with(
-                &store,
-                &a.images,
-                &a.output,
-                format,
-                a.seekable.compression,
-                &mut std::io::stderr(),
-            )
-        }
+        ContainerCommand::Save(a) => save_cmd(&store, &a),
         ContainerCommand::Export(a) => export_cmd(&store, &a),
         ContainerCommand::Import(a) => import_cmd(&store, &a, &mut out),
         ContainerCommand::Rm(a) => rm(&store, &a, &mut out),
+    }
+}
+
+/// `save`: to a file or directory, or streamed to standard output (never to a terminal).
+fn save_cmd(store: &Store, a: &SaveArgs) -> Result<()> {
+    let format: SaveFormat = a.format.parse()?;
+    let log = &mut std::io::stderr();
+    match a.output.as_deref() {
+        Some(p) if p != Path::new("-") => {
+            save_with(store, &a.images, p, format, a.seekable.compression, log)
+        }
+        _ if a.seekable.compression.is_some() => Err(Error::Usage(
+            "save --compression: give the output with -o FILE (or -o DIR for oci-dir)".into(),
+        )),
+        _ => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(Error::Usage(
+                    "save: not writing an image archive to a terminal: redirect standard \
+                     output (`layerfs save img > img.tar`, `| skopeo ...`) or use -o FILE"
+                        .into(),
+                ));
+            }
+            save_to_writer(
+                store,
+                &a.images,
+                format,
+                &mut stdout.lock(),
+                "<stdout>",
+                log,
+            )
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! registry.rs   pull, push, login, logout
 //! bench.rs      bench
 //! system.rs     version, info
+//! generate.rs   man pages and shell completions (hidden `generate`, for packagers)
 //! output.rs     tables, times, globs as the listings print them
 //! template.rs   --format templates (Go text/template style)
 //! ```
@@ -23,6 +24,7 @@ use crate::{Error, Result};
 
 pub mod bench;
 pub mod container;
+pub mod generate;
 pub mod lazy;
 pub mod mount;
 pub mod output;
@@ -69,6 +71,9 @@ pub enum Command {
     /// Store-wide housekeeping: prune, df
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Write man pages or shell completions (for packagers)
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 /// Is `argv[1..]` one of fuse-overlayfs's forms, `-o ...lowerdir=... MNT` or
@@ -118,6 +123,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Registry(cmd) => registry::run(&root, cmd),
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
+        Command::Generate(cmd) => generate::run(cmd),
         Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
         Command::System(cmd) => system::system(&root, cmd),
     }

@@ -42,9 +42,10 @@ pub enum StoreCommand {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Archive (tar, optionally gzip/zstd) or OCI layout directory
+    /// Archive (tar, optionally gzip/zstd) or OCI layout directory; standard input when not
+    /// given or `-` (any archive format, compressed or not)
     #[arg(short = 'i', long = "input")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
     /// Repository for tags that come without one (OCI ref.name) or for unnamed images
     #[arg(long)]
     pub name: Option<String>,
@@ -176,7 +177,17 @@ pub fn load(root: &Path, a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
         platform: a.platform.as_deref().map(Platform::parse).transpose()?,
     };
     let scratch = store.staging()?;
-    let src = Arc::new(Source::open(&a.input, scratch.path())?);
+    let src = Arc::new(match a.input.as_deref() {
+        Some(p) if p != Path::new("-") => Source::open(p, scratch.path())?,
+        _ if std::io::stdin().is_terminal() => {
+            return Err(Error::Usage(
+                "load: standard input is a terminal: pipe an archive in \
+                 (`docker save img | layerfs load`) or give -i FILE"
+                    .into(),
+            ));
+        }
+        _ => Source::stdin(scratch.path())?,
+    });
     // Progress goes to stderr (or nowhere with -q); what was loaded goes to stdout, always.
     let mut sink = std::io::sink();
     let mut stderr = std::io::stderr();

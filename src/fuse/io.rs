@@ -173,7 +173,14 @@ impl Inner {
                 libc::SEEK_DATA => rustix::fs::seek(fd, rustix::fs::SeekFrom::Data(off)),
                 libc::SEEK_HOLE => rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(off)),
                 libc::SEEK_SET => Ok(off),
-                libc::SEEK_END => rustix::fs::fstat(fd).map(|s| (s.st_size + offset) as u64),
+                libc::SEEK_END => rustix::fs::fstat(fd).and_then(|s| {
+                    // Checked: a huge offset must be EINVAL, never a wrapped position.
+                    s.st_size
+                        .checked_add(offset)
+                        .filter(|o| *o >= 0)
+                        .map(|o| o as u64)
+                        .ok_or(rustix::io::Errno::INVAL)
+                }),
                 _ => Err(rustix::io::Errno::INVAL),
             };
             r.map(|o| o as i64).map_err(sys)

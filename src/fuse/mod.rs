@@ -265,13 +265,13 @@ impl fuser::Filesystem for LayerFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        // On a lower regular file every change copies the data up first.
-        let slow =
-            !node.is_upper() && node.kind == rustix::fs::FileType::RegularFile && size != Some(0);
+        let slow = self.ov.setattr_copies_data(&node, &sa);
         self.offload(slow, move |inner| {
             let h = fh.and_then(|f| inner.handles.get(Fh(f.0)));
+            // Only a handle on the upper copy: one opened on the lower copy before a copy-up
+            // must never change the lower layer.
             let fd = match h.as_deref() {
-                Some(Handle::File(f)) if node.is_upper() => Some(&f.fd),
+                Some(Handle::File(f)) if f.upper => Some(&f.fd),
                 _ => None,
             };
             match inner.ov.setattr(&node, &sa, fd) {

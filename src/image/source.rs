@@ -62,8 +62,10 @@ fn clean_name(name: &str) -> String {
 }
 
 impl Source {
-    /// Opens a directory or an archive. A gzip- or zstd-compressed archive is first decompressed
-    /// into `scratch` (random access is needed).
+    /// Opens a directory or an archive. An archive that is not a seekable regular file (a pipe,
+    /// `/dev/stdin`, `<(gzip -c x.tar)`) is read once as a stream; a gzip- or zstd-compressed
+    /// one is decompressed. Both are spooled into `scratch` as plain tar, since the formats
+    /// need random access (docker-save and OCI archives put their index last).
     pub fn open(path: &Path, scratch: &Path) -> Result<Self> {
         let md = std::fs::metadata(path).map_err(|e| Error::io("open", path, e))?;
         if md.is_dir() {
@@ -78,31 +80,42 @@ impl Source {
                 path: path.to_owned(),
             });
         }
-        let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        Self::from_file(file, path, scratch)
+    }
+
+    /// Reads an archive from standard input (`load` without `-i`); named `<stdin>` in messages.
+    pub fn stdin(scratch: &Path) -> Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("dup", STDIN_NAME, e))?;
+        Self::from_file(File::from(fd), Path::new(STDIN_NAME), scratch)
+    }
+
+    fn from_file(mut file: File, path: &Path, scratch: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let seekable = file.metadata().is_ok_and(|m| m.is_file());
         let mut head = Vec::new();
         (&mut file)
             .take(512)
             .read_to_end(&mut head)
             .map_err(|e| Error::io("read", path, e))?;
-        let shown = path.display().to_string();
         let kind = compress::sniff(&head).map_err(|e| {
             Error::Format(format!(
                 "{shown}: not a docker archive, OCI archive or OCI layout directory: {e}"
             ))
         })?;
-        let file = if kind == Compression::Plain {
+        let file = if seekable && kind == Compression::Plain {
             use std::io::{Seek, SeekFrom};
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| Error::io("seek", path, e))?;
             file
         } else {
-            let tmp = scratch.join("archive.tar");
-            let raw = File::open(path).map_err(|e| Error::io("open", path, e))?;
-            let (_, mut dec) = compress::decoder(raw, &shown)?;
-            let mut out = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-            io::copy(&mut dec, &mut out)
-                .map_err(|e| Error::Format(format!("{shown}: decompressing {kind}: {e}")))?;
-            File::open(&tmp).map_err(|e| Error::io("open", &tmp, e))?
+            // The bytes already read, then the rest, each read exactly once.
+            let stream = io::Cursor::new(head).chain(file);
+            spool(stream, kind, &shown, &scratch.join("archive.tar"))?
         };
         let members = index_tar(&file).map_err(|e| Error::Format(format!("{shown}: {e}")))?;
         Ok(Source::Tar {
@@ -222,6 +235,67 @@ impl Source {
     }
 }
 
+/// How standard input is named in messages.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Copies a (possibly compressed) archive stream into `dest` as plain tar and reopens it.
+/// Running out of space is said plainly, with where and what to do.
+fn spool(stream: impl Read + Send, kind: Compression, shown: &str, dest: &Path) -> Result<File> {
+    let mut out = File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+    let mut counted = CountingWriter {
+        inner: &mut out,
+        n: 0,
+    };
+    let copied = if kind == Compression::Plain {
+        let mut s = stream;
+        io::copy(&mut s, &mut counted)
+    } else {
+        let (_, mut dec) = compress::decoder(stream, shown)?;
+        io::copy(&mut dec, &mut counted)
+    };
+    let written = counted.n;
+    match copied {
+        Ok(_) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+            let dir = dest.parent().unwrap_or(dest);
+            let why = if kind == Compression::Plain {
+                "a stream is kept whole to be read"
+            } else {
+                "a compressed archive is kept whole and decompressed to be read"
+            };
+            return Err(Error::Format(format!(
+                "{shown}: no space left on the device of {} after spooling {written} bytes of \
+                 the archive there ({why}): free space, use a --root on a larger file system, \
+                 or load an uncompressed archive file with -i FILE, which needs no copy",
+                dir.display()
+            )));
+        }
+        Err(e) if kind != Compression::Plain => {
+            return Err(Error::Format(format!(
+                "{shown}: decompressing {kind}: {e} (after {written} bytes)"
+            )));
+        }
+        Err(e) => return Err(Error::io("read and spool", shown, e)),
+    }
+    File::open(dest).map_err(|e| Error::io("open", dest, e))
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut File,
+    n: u64,
+}
+
+impl io::Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// `blobs/sha256/HEX` of an OCI layout.
 pub fn blob_path(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
@@ -237,9 +311,19 @@ fn index_tar(file: &File) -> std::result::Result<HashMap<String, (u64, u64)>, St
     let entries = ar
         .entries_with_seek()
         .map_err(|e| format!("not a tar archive: {e}"))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    // Where the last member's data ends, rounded up to a tar block; and its name.
+    let mut last = (0u64, String::new());
     for e in entries {
         let e = e.map_err(|e| format!("bad tar archive: {e}"))?;
         let name = clean_name(&String::from_utf8_lossy(&e.path_bytes()));
+        let end = e.raw_file_position().saturating_add(e.size());
+        if end > len {
+            return Err(format!(
+                "archive truncated: member {name} needs {end} bytes, the archive has {len}"
+            ));
+        }
+        last = (end.div_ceil(512) * 512, name.clone());
         let typ = e.header().entry_type();
         let link = e
             .link_name_bytes()
@@ -266,6 +350,18 @@ fn index_tar(file: &File) -> std::result::Result<HashMap<String, (u64, u64)>, St
     }
     if members.is_empty() {
         return Err("empty archive".into());
+    }
+    // A stream cut at a member boundary parses as a shorter archive; without its
+    // end-of-archive blocks (two zero blocks) and without the index it is surely cut.
+    let indexed = ["index.json", "manifest.json"]
+        .iter()
+        .any(|n| members.contains_key(*n));
+    if !indexed && len < last.0 + 1024 {
+        return Err(format!(
+            "archive truncated: it stops after member {} without an end-of-archive marker \
+             and has no index.json or manifest.json",
+            last.1
+        ));
     }
     Ok(members)
 }

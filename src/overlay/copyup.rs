@@ -4,18 +4,22 @@
 //! it is built under a fresh name in `workdir/work` — data (clone, else copy_file_range over
 //! data segments, else read/write; holes kept), then owner, then mode (chown clears
 //! setuid/setgid), then xattrs (after data and owner, which would clear security.capability),
-//! then times — its data synced (fdatasync, as overlayfs does unless `volatile`), and published in the upper layer by one rename. A crash leaves the
-//! lower entry visible or the complete copy, never a half file.
+//! then times — its data synced (fdatasync, as overlayfs does unless `volatile`), and published
+//! in the upper layer by one rename. A crash leaves the lower entry visible or the complete
+//! copy, never a half file. The source is opened no-follow from its parent's fd and checked
+//! against the node's type; the staged entry's metadata is set through its own fd.
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat, Timestamps};
 use rustix::io::Errno;
 
 use super::node::{Node, NodeId};
+use super::place::Place;
 use super::{Overlay, Which, whiteout};
 use crate::sys::copy::copy_data;
+use crate::sys::nofollow::{self, Target};
 use crate::{Error, Result, sys};
 
 /// What the copy of a regular file carries.
@@ -54,52 +58,71 @@ impl Overlay {
         if st.upper {
             return Ok(());
         }
-        let src_layer = Self::top_of(&st)?;
-        let src_fd = self.layer_fd(src_layer)?;
-        let path = node.path()?;
         let link = st.links.first().cloned().ok_or(Error::Sys(Errno::STALE))?;
-        let parent_path = link.parent.path()?;
-        let src = sys::lstat_at(src_fd, &path)?;
+        let src = self.place(node, Self::top_of(&st)?)?;
         let work = self.writable()?.work.fd();
         let tmp = self.tmp_name();
-        if let Err(e) = self.build_copy(src_fd, &path, &src, work, &tmp, data) {
-            remove_any(work, &tmp);
-            return Err(e);
-        }
-        let tmp_ino = sys::lstat_at(work, &tmp)?.st_ino;
-        let dest = sys::join(&parent_path, &link.name);
-        let upper = self.layer_fd(Which::Upper)?;
+        let built = match self.build_copy(node, &src, work, &tmp, data) {
+            Ok(b) => b,
+            Err(e) => {
+                remove_any(work, &tmp);
+                return Err(e);
+            }
+        };
+        let name = sys::cstr(&link.name)?;
+        let upper = self.dir_fd(&link.parent, Which::Upper)?;
         // A copy-up is no change to the parent as the user sees it: keep its times (overlayfs
         // does the same), although the rename into it updates them.
         let _dir = link.parent.dir_lock.lock();
-        let parent_before = sys::lstat_at(upper, &parent_path)?;
-        if let Err(e) = sys::rename(work, &tmp, upper, &dest, RenameFlags::NOREPLACE) {
+        let parent_before = rustix::fs::fstat(upper.as_fd())?;
+        if let Err(e) = sys::rename(work, &tmp, upper.as_fd(), &name, RenameFlags::NOREPLACE) {
             remove_any(work, &tmp);
-            return Err(e.into());
+            // Something was put at the name behind the mount's back: a changed layer.
+            return Err(Error::Sys(if e == Errno::EXIST { Errno::STALE } else { e }));
         }
-        set_times(upper, &parent_path, &parent_before)?;
+        nofollow::utimens_fd(upper.as_fd(), &times_of(&parent_before))?;
+        if let Some(fd) = built.dir {
+            node.keep_dir_fd(Which::Upper, Arc::new(fd));
+        }
         node.update(|s| s.upper = true);
-        self.nodes.set_upper_alias(node, tmp_ino);
+        self.nodes.set_upper_alias(node, built.ino);
         if node.is_per_name() {
             let dev = self.writable()?.upper.dev;
-            node.set_ino(self.node_id_for(dev, tmp_ino).0);
+            node.set_ino(self.node_id_for(dev, built.ino).0);
         }
         Ok(())
     }
 
+    /// Builds the copy of `node` (found at `src` in its lower layer) as `work/tmp`. Every
+    /// source is opened or read no-follow and checked against the node's type.
     fn build_copy(
         &self,
-        src_fd: BorrowedFd<'_>,
-        path: &CStr,
-        src: &Stat,
+        node: &Node,
+        src: &Place<'_>,
         work: BorrowedFd<'_>,
         tmp: &CStr,
         data: Data,
-    ) -> Result<()> {
-        let kind = sys::file_type(src);
-        match kind {
-            FileType::Directory => rustix::fs::mkdirat(work, tmp, Mode::from_raw_mode(0o700))?,
+    ) -> Result<Built> {
+        let stale = || Error::Sys(Errno::STALE);
+        match node.kind {
+            FileType::Directory => {
+                let sst = rustix::fs::fstat(src.fd())?;
+                rustix::fs::mkdirat(work, tmp, Mode::from_raw_mode(0o700))?;
+                let out = nofollow::open_dir(work, tmp)?;
+                copy_metadata(
+                    Target::Fd(src.fd()),
+                    &sst,
+                    out.as_fd(),
+                    Target::Fd(out.as_fd()),
+                )?;
+                let ino = rustix::fs::fstat(&out)?.st_ino;
+                Ok(Built {
+                    dir: Some(out),
+                    ino,
+                })
+            }
             FileType::RegularFile => {
+                let (input, sst) = nofollow::open_regular(src.fd(), &src.name, OFlags::RDONLY, 0)?;
                 let out = sys::open_at(
                     work,
                     tmp,
@@ -107,23 +130,53 @@ impl Overlay {
                     0o600,
                 )?;
                 if data == Data::Full {
-                    let input = sys::open_at(src_fd, path, OFlags::RDONLY, 0)?;
-                    copy_data(input.as_fd(), out.as_fd(), src.st_size as u64)?;
+                    copy_data(input.as_fd(), out.as_fd(), sst.st_size as u64)?;
                 }
                 if self.fsync {
                     rustix::fs::fdatasync(out.as_fd())?;
                 }
+                let (si, so) = (Target::Fd(input.as_fd()), Target::Fd(out.as_fd()));
+                copy_metadata(si, &sst, out.as_fd(), so)?;
+                let ino = rustix::fs::fstat(&out)?.st_ino;
+                Ok(Built { dir: None, ino })
             }
-            FileType::Symlink => {
-                let target = rustix::fs::readlinkat(src_fd, path, Vec::new())?;
-                rustix::fs::symlinkat(target.as_c_str(), work, tmp)?;
-            }
-            other => {
-                rustix::fs::mknodat(work, tmp, other, Mode::from_raw_mode(0o600), src.st_rdev)?
+            kind => {
+                let sst = src.lstat()?;
+                if sys::file_type(&sst) != kind {
+                    return Err(stale());
+                }
+                if kind == FileType::Symlink {
+                    let target = rustix::fs::readlinkat(src.fd(), &src.name, Vec::new())?;
+                    rustix::fs::symlinkat(target.as_c_str(), work, tmp)?;
+                } else {
+                    rustix::fs::mknodat(work, tmp, kind, Mode::from_raw_mode(0o600), sst.st_rdev)?;
+                }
+                let out = nofollow::open_path(work, tmp)?;
+                let ost = rustix::fs::fstat(&out)?;
+                if sys::file_type(&ost) != kind {
+                    return Err(stale());
+                }
+                // A symlink's xattrs by name (an fd's would follow it); a node's by its fd.
+                let dst = if kind == FileType::Symlink {
+                    Target::At(work, tmp)
+                } else {
+                    Target::Fd(out.as_fd())
+                };
+                copy_metadata(Target::At(src.fd(), &src.name), &sst, out.as_fd(), dst)?;
+                Ok(Built {
+                    dir: None,
+                    ino: ost.st_ino,
+                })
             }
         }
-        copy_metadata(src_fd, path, src, work, tmp)
     }
+}
+
+/// A staged copy: its inode number, and for a directory its fd (the node's upper fd once
+/// published).
+struct Built {
+    dir: Option<OwnedFd>,
+    ino: u64,
 }
 
 fn parent_of(node: &Node) -> Result<Arc<Node>> {
@@ -138,37 +191,26 @@ fn parent_of(node: &Node) -> Result<Arc<Node>> {
         }))
 }
 
-/// Owner, then mode, then xattrs (minus overlay-private ones), then times.
-pub(super) fn copy_metadata(
-    src_fd: BorrowedFd<'_>,
-    path: &CStr,
+/// Owner, then mode, then xattrs (minus overlay-private ones), then times, onto the staged
+/// entry behind `dst_fd` (xattrs through `dst`).
+fn copy_metadata(
+    src_x: Target<'_>,
     src: &Stat,
     dst_fd: BorrowedFd<'_>,
-    dst: &CStr,
+    dst: Target<'_>,
 ) -> Result<()> {
-    let kind = sys::file_type(src);
-    rustix::fs::chownat(
-        dst_fd,
-        dst,
-        Some(rustix::fs::Uid::from_raw(src.st_uid)),
-        Some(rustix::fs::Gid::from_raw(src.st_gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    if kind != FileType::Symlink {
-        rustix::fs::chmodat(
-            dst_fd,
-            dst,
-            Mode::from_raw_mode(src.st_mode & 0o7777),
-            AtFlags::empty(),
-        )?;
+    nofollow::chown_fd(dst_fd, Some(src.st_uid), Some(src.st_gid))?;
+    if sys::file_type(src) != FileType::Symlink {
+        nofollow::chmod_fd(dst_fd, src.st_mode & 0o7777)?;
     }
-    copy_xattrs(src_fd, path, dst_fd, dst)?;
-    set_times(dst_fd, dst, src)
+    copy_xattrs(src_x, dst)?;
+    nofollow::utimens_fd(dst_fd, &times_of(src))?;
+    Ok(())
 }
 
-/// Sets the atime and mtime of `rel` beneath `dir` to those of `from`.
-fn set_times(dir: BorrowedFd<'_>, rel: &CStr, from: &Stat) -> Result<()> {
-    let times = Timestamps {
+/// The atime and mtime of `from`, to set on another file.
+fn times_of(from: &Stat) -> Timestamps {
+    Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: from.st_atime,
             tv_nsec: from.st_atime_nsec as _,
@@ -177,28 +219,21 @@ fn set_times(dir: BorrowedFd<'_>, rel: &CStr, from: &Stat) -> Result<()> {
             tv_sec: from.st_mtime,
             tv_nsec: from.st_mtime_nsec as _,
         },
-    };
-    rustix::fs::utimensat(dir, rel, &times, AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(())
+    }
 }
 
-pub(super) fn copy_xattrs(
-    src_fd: BorrowedFd<'_>,
-    path: &CStr,
-    dst_fd: BorrowedFd<'_>,
-    dst: &CStr,
-) -> Result<()> {
-    let names = sys::llistxattr(src_fd, path)?;
+fn copy_xattrs(src: Target<'_>, dst: Target<'_>) -> Result<()> {
+    let names = nofollow::list_xattrs(src)?;
     // security.capability last: it must land after everything that could clear it.
     let (caps, rest): (Vec<CString>, Vec<CString>) = names
         .into_iter()
         .filter(|n| !whiteout::is_private_xattr(n.to_bytes()))
         .partition(|n| n.to_bytes() == b"security.capability");
     for name in rest.iter().chain(caps.iter()) {
-        let Some(value) = sys::lgetxattr(src_fd, path, name)? else {
+        let Some(value) = nofollow::get_xattr(src, name)? else {
             continue;
         };
-        match sys::lsetxattr(dst_fd, dst, name, &value, 0) {
+        match nofollow::set_xattr(dst, name, &value, 0) {
             Ok(()) => {}
             // The upper filesystem can't hold this namespace (e.g. user.* on a symlink).
             Err(Errno::PERM | Errno::NOTSUP) if name.to_bytes().starts_with(b"user.") => {}

@@ -9,13 +9,14 @@ use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Uid};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use super::copyup::{Data, remove_any};
-use super::lookup::{Probe, Resolved, probe};
+use super::lookup::{Probe, probe};
 use super::node::Node;
-use super::{Caller, Entry, Overlay, Which, name_ok};
+use super::{Caller, Entry, Overlay, Which, existing_name, name_ok};
+use crate::sys::nofollow::{self, Target};
 use crate::{Error, Result, sys};
 
 /// What to create.
@@ -49,7 +50,7 @@ impl Overlay {
         mode: u32,
         caller: Caller,
     ) -> Result<(Entry, Option<OwnedFd>)> {
-        name_ok(name)?;
+        let cname = name_ok(name)?;
         if let NewKind::Node {
             kind: FileType::CharacterDevice,
             rdev: 0,
@@ -59,23 +60,22 @@ impl Overlay {
             return Err(Error::Sys(Errno::PERM));
         }
         self.copy_up(parent, Data::Full)?;
+        let upper = self.dir_fd(parent, Which::Upper)?;
         let _dir = parent.dir_lock.lock();
-        let ppath = parent.path()?;
-        let rel = sys::join(&ppath, name);
-        let upper = self.layer_fd(Which::Upper)?;
-        let pstat = sys::lstat_at(upper, &ppath)?;
+        let pstat = rustix::fs::fstat(upper.as_fd())?;
         let (uid, gid, mode) = new_owner(&pstat, caller, what, mode);
-        let fd = match probe(upper, &ppath, &rel, name)? {
+        let fd = match probe(upper.as_fd(), &cname, name)? {
             Probe::Present(_) => return Err(Error::Sys(Errno::EXIST)),
-            Probe::Missing => make(upper, &rel, what, mode, uid, gid)?,
+            Probe::Missing => make(upper.as_fd(), &cname, what, mode, uid, gid)?,
             Probe::Whiteout => {
                 let work = self.writable()?.work.fd();
                 let tmp = self.tmp_name();
                 let built = make(work, &tmp, what, mode, uid, gid).and_then(|fd| {
                     if matches!(what, NewKind::Dir) {
-                        sys::lsetxattr(work, &tmp, self.opaque_xattr(), b"y", 0)?;
+                        let t = Target::At(work, &tmp);
+                        nofollow::set_xattr(t, self.opaque_xattr(), b"y", 0)?;
                     }
-                    self.swap_over_whiteout(&tmp, &ppath, name)?;
+                    self.swap_over_whiteout(&tmp, upper.as_fd(), &cname, name)?;
                     Ok(fd)
                 });
                 if built.is_err() {
@@ -84,24 +84,29 @@ impl Overlay {
                 built?
             }
         };
-        let entry = self.entry_after_change(parent, &ppath, name)?;
+        let entry = self.entry_after_change(parent, name)?;
         Ok((entry, fd))
     }
 
-    /// Swaps the staged `work/tmp` with the whiteout at `ppath/name` in upper and drops the
-    /// whiteout. A `.wh.NAME` marker beside it (another tool's whiteout) is removed as well.
-    fn swap_over_whiteout(&self, tmp: &CStr, ppath: &CStr, name: &OsStr) -> Result<()> {
+    /// Swaps the staged `work/tmp` with the whiteout at `name` in the upper directory `upper`
+    /// and drops the whiteout. A `.wh.NAME` marker beside it (another tool's whiteout) is
+    /// removed as well.
+    fn swap_over_whiteout(
+        &self,
+        tmp: &CStr,
+        upper: BorrowedFd<'_>,
+        cname: &CStr,
+        name: &OsStr,
+    ) -> Result<()> {
         let work = self.writable()?.work.fd();
-        let upper = self.layer_fd(Which::Upper)?;
-        let rel = sys::join(ppath, name);
-        match sys::lstat_at(upper, &rel) {
+        match sys::lstat_at(upper, cname) {
             Ok(st) if sys::is_whiteout(&st) => {
-                sys::rename(work, tmp, upper, &rel, RenameFlags::EXCHANGE)?;
+                sys::rename(work, tmp, upper, cname, RenameFlags::EXCHANGE)?;
                 remove_any(work, tmp);
             }
             _ => {
-                let wh = sys::join(ppath, &super::whiteout::wh_name(name));
-                sys::rename(work, tmp, upper, &rel, RenameFlags::NOREPLACE)?;
+                let wh = sys::cstr(&super::whiteout::wh_name(name))?;
+                sys::rename(work, tmp, upper, cname, RenameFlags::NOREPLACE)?;
                 match rustix::fs::unlinkat(upper, &wh, AtFlags::empty()) {
                     Ok(()) | Err(Errno::NOENT) => {}
                     Err(e) => return Err(e.into()),
@@ -112,9 +117,9 @@ impl Overlay {
     }
 
     /// Re-resolves `name` after a change and returns it as an entry (one lookup reference).
-    fn entry_after_change(&self, parent: &Arc<Node>, ppath: &CStr, name: &OsStr) -> Result<Entry> {
+    fn entry_after_change(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Entry> {
         let r = self
-            .resolve(parent, &parent.state(), ppath, name)?
+            .resolve(parent, &parent.state(), name)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         Ok(self.entry_from(parent, name, r))
     }
@@ -124,28 +129,29 @@ impl Overlay {
         if node.is_dir() {
             return Err(Error::Sys(Errno::PERM));
         }
-        name_ok(newname)?;
+        let cnew = name_ok(newname)?;
         self.copy_up(node, Data::Full)?;
         self.copy_up(newparent, Data::Full)?;
+        let src = self.checked(node, Which::Upper, false)?;
+        let upper = self.dir_fd(newparent, Which::Upper)?;
         let _dir = newparent.dir_lock.lock();
-        let src = node.path()?;
-        let ppath = newparent.path()?;
-        let rel = sys::join(&ppath, newname);
-        let upper = self.layer_fd(Which::Upper)?;
-        match probe(upper, &ppath, &rel, newname)? {
+        let link_to = |dir: BorrowedFd<'_>, name: &CStr| {
+            nofollow::link_fd(src.fd(), src.place.fd(), &src.place.name, dir, name)
+        };
+        match probe(upper.as_fd(), &cnew, newname)? {
             Probe::Present(_) => return Err(Error::Sys(Errno::EXIST)),
-            Probe::Missing => rustix::fs::linkat(upper, &src, upper, &rel, AtFlags::empty())?,
+            Probe::Missing => link_to(upper.as_fd(), &cnew)?,
             Probe::Whiteout => {
                 let work = self.writable()?.work.fd();
                 let tmp = self.tmp_name();
-                rustix::fs::linkat(upper, &src, work, &tmp, AtFlags::empty())?;
-                if let Err(e) = self.swap_over_whiteout(&tmp, &ppath, newname) {
+                link_to(work, &tmp)?;
+                if let Err(e) = self.swap_over_whiteout(&tmp, upper.as_fd(), &cnew, newname) {
                     remove_any(work, &tmp);
                     return Err(e);
                 }
             }
         }
-        self.entry_after_change(newparent, &ppath, newname)
+        self.entry_after_change(newparent, newname)
     }
 
     /// Removes a non-directory name.
@@ -160,13 +166,9 @@ impl Overlay {
 
     fn remove(&self, parent: &Arc<Node>, name: &OsStr, dir: bool) -> Result<()> {
         self.writable()?;
-        if super::whiteout::is_wh_name(name) {
-            return Err(Error::Sys(Errno::NOENT));
-        }
-        let pst = parent.state();
-        let ppath = parent.path()?;
+        let cname = existing_name(name)?;
         let r = self
-            .resolve(parent, &pst, &ppath, name)?
+            .resolve(parent, &parent.state(), name)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         let is_dir = r.kind == FileType::Directory;
         if dir && !is_dir {
@@ -175,21 +177,14 @@ impl Overlay {
         if !dir && is_dir {
             return Err(Error::Sys(Errno::ISDIR));
         }
-        let rel = sys::join(&ppath, name);
-        if dir
-            && !self
-                .list_dir_at(None, &resolved_state(&r), &rel)?
-                .is_empty()
-        {
+        if dir && !self.list_fds(&r.fds)?.is_empty() {
             return Err(Error::Sys(Errno::NOTEMPTY));
         }
         self.copy_up(parent, Data::Full)?;
+        let upper = self.dir_fd(parent, Which::Upper)?;
         let _dir = parent.dir_lock.lock();
-        let ppath = parent.path()?;
-        let rel = sys::join(&ppath, name);
-        let needs_wh = self.lower_positive(parent, &ppath, name)?;
-        let upper = self.layer_fd(Which::Upper)?;
-        let work = self.writable()?.work.fd();
+        let needs_wh = self.lower_positive(parent, name)?;
+        let (upper, work) = (upper.as_fd(), self.writable()?.work.fd());
         if r.upper {
             if !needs_wh {
                 let flags = if dir {
@@ -197,26 +192,27 @@ impl Overlay {
                 } else {
                     AtFlags::empty()
                 };
-                match rustix::fs::unlinkat(upper, &rel, flags) {
+                match rustix::fs::unlinkat(upper, &cname, flags) {
                     Ok(()) => {}
                     // An upper directory holding only whiteouts: move it aside, then clear it.
                     Err(Errno::NOTEMPTY | Errno::EXIST) if dir => {
                         let tmp = self.tmp_name();
-                        sys::rename(upper, &rel, work, &tmp, RenameFlags::empty())?;
+                        sys::rename(upper, &cname, work, &tmp, RenameFlags::empty())?;
                         remove_any(work, &tmp);
                     }
                     Err(e) => return Err(e.into()),
                 }
             } else {
                 let tmp = self.tmp_name();
-                self.rename_leaving_whiteout(upper, &rel, work, &tmp)?;
+                self.rename_leaving_whiteout(upper, &cname, work, &tmp)?;
                 remove_any(work, &tmp);
             }
         } else if needs_wh {
-            self.place_whiteout(&rel)?;
+            self.place_whiteout(upper, &cname)?;
         }
         if let Some(node) = self.nodes.get(self.id_of(parent.id, name, &r).0) {
             node.remove_link(parent.id, name);
+            node.drop_dir_fds();
         }
         Ok(())
     }
@@ -244,27 +240,16 @@ impl Overlay {
         }
     }
 
-    /// Puts a whiteout at `rel` in upper, where upper has no entry.
-    pub(super) fn place_whiteout(&self, rel: &CStr) -> Result<()> {
+    /// Puts a whiteout at `name` in the upper directory `upper`, where it has no entry.
+    pub(super) fn place_whiteout(&self, upper: BorrowedFd<'_>, name: &CStr) -> Result<()> {
         let work = self.writable()?.work.fd();
-        let upper = self.layer_fd(Which::Upper)?;
         let tmp = self.tmp_name();
         sys::mknod_whiteout(work, &tmp)?;
-        if let Err(e) = sys::rename(work, &tmp, upper, rel, RenameFlags::NOREPLACE) {
+        if let Err(e) = sys::rename(work, &tmp, upper, name, RenameFlags::NOREPLACE) {
             remove_any(work, &tmp);
             return Err(e.into());
         }
         Ok(())
-    }
-}
-
-/// The state a resolved directory would have as a node (for listing it before it is one).
-pub(super) fn resolved_state(r: &Resolved) -> super::node::NodeState {
-    super::node::NodeState {
-        links: Vec::new(),
-        upper: r.upper,
-        lowers: r.lowers.clone(),
-        upper_ino: None,
     }
 }
 
@@ -285,35 +270,51 @@ fn new_owner(
     (c.uid, gid, mode)
 }
 
-/// Creates the entry `rel` beneath `dir` owned by uid:gid with `mode`.
+/// Creates the entry `name` beneath `dir` owned by uid:gid with `mode`. Owner and mode are
+/// set through an fd of what was created (opened no-follow, its type checked), so a swap of
+/// the new entry for a symlink changes nothing outside the layer.
 fn make(
     dir: BorrowedFd<'_>,
-    rel: &CStr,
+    name: &CStr,
     what: NewKind<'_>,
     mode: u32,
     uid: u32,
     gid: u32,
 ) -> Result<Option<OwnedFd>> {
-    let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
     let special = mode & 0o7000 != 0;
-    match what {
+    let (fd, kind) = match what {
         NewKind::File { flags } => {
-            let fd = sys::open_at(dir, rel, flags | OFlags::CREATE | OFlags::EXCL, mode)?;
-            rustix::fs::fchown(fd.as_fd(), owner.0, owner.1)?;
+            // O_EXCL|O_NOFOLLOW: a new regular file or nothing.
+            let fd = sys::open_at(dir, name, flags | OFlags::CREATE | OFlags::EXCL, mode)?;
+            nofollow::chown_fd(fd.as_fd(), Some(uid), Some(gid))?;
             if special {
                 rustix::fs::fchmod(fd.as_fd(), Mode::from_raw_mode(mode))?;
             }
             return Ok(Some(fd));
         }
-        NewKind::Dir => rustix::fs::mkdirat(dir, rel, Mode::from_raw_mode(mode))?,
-        NewKind::Node { kind, rdev } => {
-            rustix::fs::mknodat(dir, rel, kind, Mode::from_raw_mode(mode), rdev)?
+        NewKind::Dir => {
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?;
+            let fd = nofollow::open_dir(dir, name).map_err(|e| match e {
+                Errno::NOTDIR | Errno::LOOP => Errno::STALE,
+                e => e,
+            })?;
+            (fd, FileType::Directory)
         }
-        NewKind::Symlink { target } => rustix::fs::symlinkat(target, dir, rel)?,
+        NewKind::Node { kind, rdev } => {
+            rustix::fs::mknodat(dir, name, kind, Mode::from_raw_mode(mode), rdev)?;
+            (nofollow::open_path(dir, name)?, kind)
+        }
+        NewKind::Symlink { target } => {
+            rustix::fs::symlinkat(target, dir, name)?;
+            (nofollow::open_path(dir, name)?, FileType::Symlink)
+        }
+    };
+    if sys::file_type(&rustix::fs::fstat(&fd)?) != kind {
+        return Err(Error::Sys(Errno::STALE));
     }
-    rustix::fs::chownat(dir, rel, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)?;
-    if special && !matches!(what, NewKind::Symlink { .. }) {
-        rustix::fs::chmodat(dir, rel, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    nofollow::chown_fd(fd.as_fd(), Some(uid), Some(gid))?;
+    if special && kind != FileType::Symlink {
+        nofollow::chmod_fd(fd.as_fd(), mode)?;
     }
     Ok(None)
 }

@@ -3,13 +3,15 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{FileType, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::copyup::Data;
 use super::dirops::open_flags;
 use super::node::Node;
+use super::place::Place;
 use super::{Attr, Overlay, Which, whiteout};
+use crate::sys::nofollow::{self, Target};
 use crate::{Error, Result, sys};
 
 /// A time to set: a value, or the current time.
@@ -66,67 +68,72 @@ impl Overlay {
             };
             self.copy_up(node, data)?;
         }
-        let st = node.state();
-        let w = Self::top_of(&st)?;
-        let fd = sys::open_at(self.layer_fd(w)?, &node.path()?, flags, 0)?;
+        if node.kind != FileType::RegularFile {
+            return Err(Error::Sys(Errno::STALE));
+        }
+        let w = Self::top_of(&node.state())?;
+        let p = self.place(node, w)?;
+        let (fd, _) = nofollow::open_regular(p.fd(), &p.name, flags, 0)?;
         Ok(Opened {
             fd,
             upper: w == Which::Upper,
         })
     }
 
+    /// Will `setattr` copy file data up (slow for a large file)? On a lower regular file every
+    /// change copies the data first, except a truncation to 0.
+    pub fn setattr_copies_data(&self, node: &Node, a: &SetAttr) -> bool {
+        !node.is_upper()
+            && node.kind == FileType::RegularFile
+            && a.size != Some(0)
+            && !self.is_read_only()
+    }
+
+    /// Changes attributes (copying up first). With `fh`, an fd of the upper copy opened
+    /// through the mount, the changes act on that fd; else on the upper entry reached
+    /// no-follow and checked against the node's type.
     pub fn setattr(&self, node: &Arc<Node>, a: &SetAttr, fh: Option<&OwnedFd>) -> Result<Attr> {
         let data = if a.size == Some(0) {
             Data::Empty
         } else {
             Data::Full
         };
+        if a.mode.is_some() && node.kind == FileType::Symlink {
+            return Err(Error::Sys(Errno::OPNOTSUPP));
+        }
         self.copy_up(node, data)?;
-        let upper = self.layer_fd(Which::Upper)?;
-        let path = node.path()?;
+        let checked;
+        let fd = match fh {
+            Some(fd) => fd.as_fd(),
+            None => {
+                checked = self.checked(node, Which::Upper, a.size.is_some())?;
+                checked.fd()
+            }
+        };
         if a.uid.is_some() || a.gid.is_some() {
-            rustix::fs::chownat(
-                upper,
-                &path,
-                a.uid.map(Uid::from_raw),
-                a.gid.map(Gid::from_raw),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
+            nofollow::chown_fd(fd, a.uid, a.gid)?;
         }
         if let Some(mode) = a.mode {
-            rustix::fs::chmodat(
-                upper,
-                &path,
-                Mode::from_raw_mode(mode & 0o7777),
-                AtFlags::empty(),
-            )?;
+            nofollow::chmod_fd(fd, mode & 0o7777)?;
         }
         if let Some(size) = a.size {
-            match fh {
-                Some(fd) => rustix::fs::ftruncate(fd.as_fd(), size)?,
-                None => {
-                    let fd = sys::open_at(upper, &path, OFlags::WRONLY, 0)?;
-                    rustix::fs::ftruncate(fd.as_fd(), size)?;
-                }
-            }
+            rustix::fs::ftruncate(fd, size)?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let times = Timestamps {
                 last_access: timespec(a.atime),
                 last_modification: timespec(a.mtime),
             };
-            rustix::fs::utimensat(upper, &path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+            nofollow::utimens_fd(fd, &times)?;
         }
-        self.getattr(node)
+        let mut attr = rustix::fs::fstat(fd)?;
+        self.fix_attr(node, &node.state(), &mut attr);
+        Ok(attr)
     }
 
-    pub fn readlink(&self, node: &Node) -> Result<Vec<u8>> {
-        let st = node.state();
-        let target = rustix::fs::readlinkat(
-            self.layer_fd(Self::top_of(&st)?)?,
-            &node.path()?,
-            Vec::new(),
-        )?;
+    pub fn readlink(&self, node: &Arc<Node>) -> Result<Vec<u8>> {
+        let p = self.place(node, Self::top_of(&node.state())?)?;
+        let target = rustix::fs::readlinkat(p.fd(), &p.name, Vec::new())?;
         Ok(target.into_bytes())
     }
 
@@ -136,20 +143,29 @@ impl Overlay {
             .map_err(|_| Error::Sys(Errno::INVAL))
     }
 
-    pub fn getxattr(&self, node: &Node, name: &CStr) -> Result<Vec<u8>> {
+    pub fn getxattr(&self, node: &Arc<Node>, name: &CStr) -> Result<Vec<u8>> {
         let stored = self.stored_xattr(name)?;
         if whiteout::is_private_xattr(stored.to_bytes()) {
             return Err(Error::Sys(Errno::NODATA));
         }
-        let st = node.state();
-        sys::lgetxattr(self.layer_fd(Self::top_of(&st)?)?, &node.path()?, &stored)?
-            .ok_or(Error::Sys(Errno::NODATA))
+        let p = self.read_place(node)?;
+        nofollow::get_xattr(target(node, &p), &stored)?.ok_or(Error::Sys(Errno::NODATA))
+    }
+
+    /// Where `node`'s xattrs are read: its visible copy, checked to still be of the node's
+    /// type (a symlink swapped in for a file is ESTALE, not the symlink's xattrs).
+    fn read_place(&self, node: &Arc<Node>) -> Result<Place<'_>> {
+        let p = self.place(node, Self::top_of(&node.state())?)?;
+        if !node.is_dir() && sys::file_type(&p.lstat()?) != node.kind {
+            return Err(Error::Sys(Errno::STALE));
+        }
+        Ok(p)
     }
 
     /// Xattr names, NUL-terminated and concatenated, overlay-private ones left out.
-    pub fn listxattr(&self, node: &Node) -> Result<Vec<u8>> {
-        let st = node.state();
-        let names = sys::llistxattr(self.layer_fd(Self::top_of(&st)?)?, &node.path()?)?;
+    pub fn listxattr(&self, node: &Arc<Node>) -> Result<Vec<u8>> {
+        let p = self.read_place(node)?;
+        let names = nofollow::list_xattrs(target(node, &p))?;
         let own = self.own_xattrs();
         let mut out = Vec::new();
         for shown in names.iter().filter_map(|n| own.to_shown(n.to_bytes())) {
@@ -166,13 +182,8 @@ impl Overlay {
         }
         self.writable()?;
         self.copy_up(node, Data::Full)?;
-        sys::lsetxattr(
-            self.layer_fd(Which::Upper)?,
-            &node.path()?,
-            &stored,
-            value,
-            flags,
-        )?;
+        let c = self.checked(node, Which::Upper, false)?;
+        nofollow::set_xattr(c.xattr_target(), &stored, value, flags)?;
         Ok(())
     }
 
@@ -187,27 +198,39 @@ impl Overlay {
             self.getxattr(node, name)?;
         }
         self.copy_up(node, Data::Full)?;
-        sys::lremovexattr(self.layer_fd(Which::Upper)?, &node.path()?, &stored)?;
+        let c = self.checked(node, Which::Upper, false)?;
+        nofollow::remove_xattr(c.xattr_target(), &stored)?;
         Ok(())
     }
 
     /// fsyncdir: flush the upper directory when there is one.
-    pub fn fsync_dir(&self, node: &Node) -> Result<()> {
-        if !self.fsync || !node.is_upper() {
+    pub fn fsync_dir(&self, node: &Arc<Node>) -> Result<()> {
+        if !self.fsync || !node.is_upper() || !node.is_dir() {
             return Ok(());
         }
-        let fd = sys::open_at(
-            self.layer_fd(Which::Upper)?,
-            &node.path()?,
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            0,
-        )?;
-        rustix::fs::fsync(fd.as_fd())?;
+        let dir = self.dir_fd(node, Which::Upper)?;
+        match rustix::fs::fsync(dir.as_fd()) {
+            // An O_PATH fd (an unreadable directory) can't be synced: reopen it.
+            Err(Errno::BADF) => {
+                let fd = sys::open_at(dir.as_fd(), c".", OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+                rustix::fs::fsync(fd.as_fd())?;
+            }
+            r => r?,
+        }
         Ok(())
     }
 
     pub fn xattr_name(name: &std::ffi::OsStr) -> Result<CString> {
         Ok(sys::cstr(name)?)
+    }
+}
+
+/// The xattr target of `node` at `p`: a directory's own fd, else its name beneath its parent.
+fn target<'a>(node: &Node, p: &'a Place<'_>) -> Target<'a> {
+    if node.is_dir() {
+        Target::Fd(p.fd())
+    } else {
+        Target::At(p.fd(), &p.name)
     }
 }
 

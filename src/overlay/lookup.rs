@@ -8,7 +8,7 @@
 //! - an upper non-directory also notes the topmost lower file of the same type at that path
 //!   (its copy-up origin), whose inode number keeps `st_ino` stable across copy-up and remount.
 use std::ffi::{CStr, OsStr};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::fs::{FileType, Stat};
@@ -19,7 +19,16 @@ use super::node::{Node, NodeId, NodeState};
 use super::{Entry, Overlay, Which, whiteout};
 use crate::{Error, Result, sys};
 
-/// What one layer holds at a path.
+/// What the upper layer decides about a name: hidden by a whiteout, absent, an entry that
+/// ends the search (an opaque directory), or an entry lower layers may add to.
+enum Upper {
+    Hidden,
+    Missing,
+    Final(Resolved),
+    Merge(Resolved),
+}
+
+/// What one layer holds at a name.
 pub(super) enum Probe {
     Missing,
     Whiteout,
@@ -37,17 +46,22 @@ pub(super) struct Resolved {
     pub lowers: Vec<LowerIdx>,
     /// (dev, ino, nlink) of the lower file an upper non-directory shadows, if of the same type.
     pub origin: Option<(u64, u64, u64)>,
+    /// Directories: the directory's fd in every layer merged into it (upper first), opened
+    /// no-follow while resolving; they become the node's cached fds.
+    pub fds: Vec<(Which, Arc<OwnedFd>)>,
 }
 
-pub(super) fn probe(fd: BorrowedFd<'_>, parent: &CStr, rel: &CStr, name: &OsStr) -> Result<Probe> {
-    match sys::lstat_at(fd, rel) {
+/// What directory `dir` holds at `name`: an entry, a whiteout (char 0/0, or `.wh.name`), or
+/// nothing.
+pub(super) fn probe(dir: BorrowedFd<'_>, cname: &CStr, name: &OsStr) -> Result<Probe> {
+    match sys::lstat_at(dir, cname) {
         Ok(st) if sys::is_whiteout(&st) => Ok(Probe::Whiteout),
         Ok(st) => Ok(Probe::Present(st)),
-        Err(Errno::NOENT | Errno::NOTDIR) => {
-            let wh = sys::join(parent, &whiteout::wh_name(name));
-            match sys::lstat_at(fd, &wh) {
+        Err(Errno::NOENT) => {
+            let wh = sys::cstr(&whiteout::wh_name(name))?;
+            match sys::lstat_at(dir, &wh) {
                 Ok(_) => Ok(Probe::Whiteout),
-                Err(Errno::NOENT | Errno::NOTDIR | Errno::NAMETOOLONG) => Ok(Probe::Missing),
+                Err(Errno::NOENT | Errno::NAMETOOLONG) => Ok(Probe::Missing),
                 Err(e) => Err(e.into()),
             }
         }
@@ -55,71 +69,74 @@ pub(super) fn probe(fd: BorrowedFd<'_>, parent: &CStr, rel: &CStr, name: &OsStr)
     }
 }
 
+/// Opens the directory `name` that `st` describes beneath `dir` (no-follow) and tells whether
+/// it is opaque. ENOTDIR/ELOOP (something else was put there since the stat) is ESTALE.
+fn open_merged_dir(dir: BorrowedFd<'_>, cname: &CStr) -> Result<(Arc<OwnedFd>, bool)> {
+    let fd = sys::nofollow::open_dir(dir, cname).map_err(|e| match e {
+        Errno::NOTDIR | Errno::LOOP => Error::Sys(Errno::STALE),
+        e => Error::Sys(e),
+    })?;
+    let opaque = whiteout::fd_is_opaque(fd.as_fd())?;
+    Ok((Arc::new(fd), opaque))
+}
+
 impl Overlay {
-    /// Resolves `name` in the directory described by `pst` at `ppath`. `Ok(None)`: no such
-    /// entry (absent or whited out).
+    /// Resolves `name` in directory `parent` (whose layers `pst` describes). `Ok(None)`: no
+    /// such entry (absent or whited out).
     pub(super) fn resolve(
         &self,
-        parent: &Node,
+        parent: &Arc<Node>,
         pst: &NodeState,
-        ppath: &CStr,
         name: &OsStr,
     ) -> Result<Option<Resolved>> {
-        self.resolve_from(parent, pst, ppath, name, 0)
+        self.resolve_from(parent, pst, name, 0)
     }
 
     /// As `resolve`, not probing the top `lower_skip` lower layers (known not to hold `name`:
     /// lower layers never change, so a listing of them proves it).
     pub(super) fn resolve_from(
         &self,
-        parent: &Node,
+        parent: &Arc<Node>,
         pst: &NodeState,
-        ppath: &CStr,
         name: &OsStr,
         lower_skip: usize,
     ) -> Result<Option<Resolved>> {
-        let rel = sys::join(ppath, name);
+        let cname = sys::cstr(name)?;
         let mut found: Option<Resolved> = None;
         if pst.upper {
-            match probe(self.layer_fd(Which::Upper)?, ppath, &rel, name)? {
-                Probe::Whiteout => return Ok(None),
-                Probe::Missing => {}
-                Probe::Present(st) => {
-                    let kind = sys::file_type(&st);
-                    let opaque = kind == FileType::Directory
-                        && whiteout::dir_is_opaque(self.layer_fd(Which::Upper)?, &rel)?;
-                    let r = Resolved {
-                        kind,
-                        stat: st,
-                        upper: true,
-                        lowers: Vec::new(),
-                        origin: None,
-                    };
-                    if opaque {
-                        return Ok(Some(r));
-                    }
-                    found = Some(r);
-                }
+            match self.resolve_upper(parent, &cname, name)? {
+                Upper::Hidden => return Ok(None),
+                Upper::Missing => {}
+                Upper::Final(r) => return Ok(Some(r)),
+                Upper::Merge(r) => found = Some(r),
             }
         }
         for &li in pst.lowers.iter().skip(lower_skip) {
-            let fd = self.layer_fd(Which::Lower(li))?;
-            let st = match self.probe_lower(parent, li, ppath, &rel, name)? {
+            let st = match self.probe_lower(parent, li, &cname, name)? {
                 Probe::Whiteout => break,
                 Probe::Missing => continue,
                 Probe::Present(st) => st,
             };
             let kind = sys::file_type(&st);
+            let w = Which::Lower(li);
             match &mut found {
                 None => {
-                    found = Some(Resolved {
+                    let mut r = Resolved {
                         kind,
                         stat: st,
                         upper: false,
                         lowers: vec![li],
                         origin: None,
-                    });
-                    if kind != FileType::Directory || whiteout::dir_is_opaque(fd, &rel)? {
+                        fds: Vec::new(),
+                    };
+                    let mut stop = kind != FileType::Directory;
+                    if !stop {
+                        let (fd, opaque) = self.open_lower_child(parent, li, &cname)?;
+                        r.fds.push((w, fd));
+                        stop = opaque;
+                    }
+                    found = Some(r);
+                    if stop {
                         break;
                     }
                 }
@@ -131,7 +148,9 @@ impl Overlay {
                         f.origin = Some((st.st_dev, st.st_ino, st.st_nlink));
                     }
                     f.lowers.push(li);
-                    if whiteout::dir_is_opaque(fd, &rel)? {
+                    let (fd, opaque) = self.open_lower_child(parent, li, &cname)?;
+                    f.fds.push((w, fd));
+                    if opaque {
                         break;
                     }
                 }
@@ -147,27 +166,68 @@ impl Overlay {
         Ok(found)
     }
 
+    /// What the upper layer holds at `name` in `parent`.
+    fn resolve_upper(&self, parent: &Arc<Node>, cname: &CStr, name: &OsStr) -> Result<Upper> {
+        let ufd = self.dir_fd(parent, Which::Upper)?;
+        let st = match probe(ufd.as_fd(), cname, name)? {
+            Probe::Whiteout => return Ok(Upper::Hidden),
+            Probe::Missing => return Ok(Upper::Missing),
+            Probe::Present(st) => st,
+        };
+        let kind = sys::file_type(&st);
+        let mut r = Resolved {
+            kind,
+            stat: st,
+            upper: true,
+            lowers: Vec::new(),
+            origin: None,
+            fds: Vec::new(),
+        };
+        if kind != FileType::Directory {
+            return Ok(Upper::Merge(r));
+        }
+        let (fd, opaque) = open_merged_dir(ufd.as_fd(), cname)?;
+        // The fd's own stat: the inode registered for the node is the one the fd holds.
+        r.stat = rustix::fs::fstat(&*fd)?;
+        r.fds.push((Which::Upper, fd));
+        Ok(if opaque {
+            Upper::Final(r)
+        } else {
+            Upper::Merge(r)
+        })
+    }
+
+    fn open_lower_child(
+        &self,
+        parent: &Arc<Node>,
+        li: LowerIdx,
+        cname: &CStr,
+    ) -> Result<(Arc<OwnedFd>, bool)> {
+        let pfd = self.dir_fd(parent, Which::Lower(li))?;
+        open_merged_dir(pfd.as_fd(), cname)
+    }
+
     /// `probe` in lower layer `li`, answered from the directory's cached names when it can be.
     fn probe_lower(
         &self,
-        parent: &Node,
+        parent: &Arc<Node>,
         li: LowerIdx,
-        ppath: &CStr,
-        rel: &CStr,
+        cname: &CStr,
         name: &OsStr,
     ) -> Result<Probe> {
-        let fd = self.layer_fd(Which::Lower(li))?;
         let names = match parent.cached_lower_names(li) {
             Some(n) => n,
             None => {
-                let raw = self.read_layer_dir(Which::Lower(li), ppath)?;
+                let pfd = self.dir_fd(parent, Which::Lower(li))?;
+                let raw = self.read_layer_dir(Which::Lower(li), pfd.as_fd())?;
                 let built = super::readdir::lower_names(&raw).map(Arc::new);
                 parent.store_lower_names(li, built.clone());
                 built
             }
         };
+        let pfd = || self.dir_fd(parent, Which::Lower(li));
         let Some(names) = names else {
-            return probe(fd, ppath, rel, name);
+            return probe(pfd()?.as_fd(), cname, name);
         };
         if names.whiteouts.contains(name) {
             return Ok(Probe::Whiteout);
@@ -175,7 +235,7 @@ impl Overlay {
         if !names.names.contains(name) {
             return Ok(Probe::Missing);
         }
-        match sys::lstat_at(fd, rel) {
+        match sys::lstat_at(pfd()?.as_fd(), cname) {
             Ok(st) if sys::is_whiteout(&st) => Ok(Probe::Whiteout),
             Ok(st) => Ok(Probe::Present(st)),
             Err(Errno::NOENT) => Ok(Probe::Missing),
@@ -230,6 +290,7 @@ impl Overlay {
         name: &OsStr,
         lower_skip: usize,
     ) -> Result<Entry> {
+        super::component(name)?;
         if whiteout::is_wh_name(name) {
             return Err(Error::Sys(Errno::NOENT));
         }
@@ -237,9 +298,8 @@ impl Overlay {
             return Err(Error::Sys(Errno::NOTDIR));
         }
         let pst = parent.state();
-        let ppath = parent.path()?;
         let r = self
-            .resolve_from(parent, &pst, &ppath, name, lower_skip)?
+            .resolve_from(parent, &pst, name, lower_skip)?
             .ok_or(Error::Sys(Errno::NOENT))?;
         Ok(self.entry_from(parent, name, r))
     }
@@ -262,6 +322,10 @@ impl Overlay {
             }
         });
         node.add_link(parent, name);
+        // The freshest view of the name: its directory fds replace older ones.
+        for (w, fd) in r.fds {
+            node.keep_dir_fd(w, fd);
+        }
         if r.upper {
             self.nodes.set_upper_alias(&node, r.stat.st_ino);
         }
@@ -272,10 +336,10 @@ impl Overlay {
 
     /// Does any lower layer still show `name` under `parent` (so removing or renaming the name
     /// away must leave a whiteout)? Mirrors overlayfs's "lower positive" check.
-    pub(super) fn lower_positive(&self, parent: &Node, ppath: &CStr, name: &OsStr) -> Result<bool> {
-        let rel = sys::join(ppath, name);
+    pub(super) fn lower_positive(&self, parent: &Arc<Node>, name: &OsStr) -> Result<bool> {
+        let cname = sys::cstr(name)?;
         for &li in &parent.state().lowers {
-            match self.probe_lower(parent, li, ppath, &rel, name)? {
+            match self.probe_lower(parent, li, &cname, name)? {
                 Probe::Whiteout => return Ok(false),
                 Probe::Missing => continue,
                 Probe::Present(_) => return Ok(true),

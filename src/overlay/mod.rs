@@ -22,6 +22,15 @@
 //!    the directory's times). Taken after every copy-up the operation needs, so nothing waits
 //!    for a copy-up lock while holding it; rename takes both directories' locks in id order.
 //!
+//! 5. a node's `lower_names` (cached lower listings) and `dir_fds` (cached directory fds,
+//!    `place.rs`): held only to read or update that field, never across a syscall, never
+//!    while taking another lock.
+//! 6. in `crate::fuse`: the `iomodes` map (the same rule as 5); a `FileH`'s `reopened`, held
+//!    while the upper copy is opened for a handle opened before a copy-up (takes 1-2 inside);
+//!    a `DirH`'s `entries`, held while one READDIR(PLUS) reply is filled from the listing
+//!    (the lookups of READDIRPLUS take 1-2 and 5 inside). Neither is taken by the union, so
+//!    nothing waits for them while holding another lock.
+//!
 //! Directory operations on one directory are serialised by the kernel (i_rwsem), so a name's
 //! state can't change between our lookup of it and the operation on it.
 use std::ffi::{CStr, CString, OsStr};
@@ -39,8 +48,10 @@ pub mod fileops;
 pub mod layer;
 pub mod lookup;
 pub mod node;
+pub mod place;
 pub mod readdir;
 pub mod rename;
+mod setup;
 pub mod whiteout;
 
 use crate::{Error, Result, sys};
@@ -79,6 +90,8 @@ struct Writable {
     upper: Layer,
     /// `workdir/work`, on the upper layer's filesystem.
     work: Layer,
+    /// The exclusive locks marking the upper and work directories in use (`setup.rs`).
+    _in_use: Vec<std::os::fd::OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -103,6 +116,9 @@ impl Overlay {
                 "no lowerdir given: use -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR]".into(),
             ));
         }
+        // Every directory looked up keeps an fd (place.rs): cache up to half the fd limit.
+        let limit = sys::nofollow::raise_nofile_limit();
+        node::set_fd_budget(usize::try_from(limit / 2).unwrap_or(usize::MAX));
         let lowers = cfg
             .lowers
             .iter()
@@ -116,7 +132,7 @@ impl Overlay {
                         .into(),
                 ));
             }
-            (Some(u), Some(w)) => Some(open_writable(u, w)?),
+            (Some(u), Some(w)) => Some(setup::open_writable(&lowers, u, w)?),
         };
         let mut devs: Vec<u64> = Vec::new();
         for d in rw
@@ -229,10 +245,9 @@ impl Overlay {
     }
 
     /// Stat of the node's visible copy, as the mount shows it.
-    pub fn getattr(&self, node: &Node) -> Result<Attr> {
+    pub fn getattr(&self, node: &Arc<Node>) -> Result<Attr> {
         let st = node.state();
-        let path = node.path()?;
-        let mut a = sys::lstat_at(self.layer_fd(Self::top_of(&st)?)?, &path)?;
+        let mut a = self.stat_in(node, Self::top_of(&st)?)?;
         self.fix_attr(node, &st, &mut a);
         Ok(a)
     }
@@ -290,31 +305,6 @@ fn seed() -> u64 {
     (t << 16) ^ u64::from(std::process::id())
 }
 
-fn open_writable(upper: &std::path::Path, work: &std::path::Path) -> Result<Writable> {
-    let upper = Layer::open(upper, "upperdir")?;
-    let wroot = Layer::open(work, "workdir")?;
-    if wroot.dev != upper.dev {
-        return Err(Error::Usage(format!(
-            "workdir {} and upperdir {} are on different filesystems: they must be on the same one \
-             (copy-up publishes by rename)",
-            wroot.path.display(),
-            upper.path.display()
-        )));
-    }
-    match rustix::fs::mkdirat(wroot.fd(), WORK_SUBDIR, rustix::fs::Mode::empty()) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => {
-            return Err(Error::io("create", wroot.path.join("work"), e.into()));
-        }
-    }
-    let work_path = wroot.path.join("work");
-    let work = Layer::open(&work_path, "workdir")?;
-    // Leftovers of an interrupted operation are never visible; clear them like the kernel does.
-    copyup::purge_dir_contents(work.fd(), c".")
-        .map_err(|e| Error::io("clean", &work_path, e.into()))?;
-    Ok(Writable { upper, work })
-}
-
 /// What a name resolves to (see `lookup.rs`).
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -322,10 +312,39 @@ pub struct Entry {
     pub attr: Attr,
 }
 
-pub(crate) fn name_ok(name: &OsStr) -> Result<CString> {
-    if whiteout::is_wh_name(name) {
-        // `.wh.` names are whiteouts in other tools' layers: never shown, never created.
+/// The longest name a layer filesystem takes (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// A name as the kernel hands it over, checked: one component (not empty, `.` or `..`, no
+/// `/`, no NUL) of at most NAME_MAX bytes. The kernel never sends anything else; the check
+/// keeps every caller of the overlay to one-component names, which `place.rs` relies on.
+pub fn component(name: &OsStr) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
         return Err(Error::Sys(Errno::INVAL));
     }
+    if b.len() > NAME_MAX {
+        return Err(Error::Sys(Errno::NAMETOOLONG));
+    }
     Ok(sys::cstr(name)?)
+}
+
+/// A name to create: a `component` that is not a `.wh.` name (whiteouts in other tools'
+/// layers: never shown, never created).
+pub(crate) fn name_ok(name: &OsStr) -> Result<CString> {
+    let c = component(name)?;
+    if whiteout::is_wh_name(name) {
+        return Err(Error::Sys(Errno::INVAL));
+    }
+    Ok(c)
+}
+
+/// A name to remove or rename away: a `component`; `.wh.` names never exist (ENOENT).
+pub(crate) fn existing_name(name: &OsStr) -> Result<CString> {
+    let c = component(name)?;
+    if whiteout::is_wh_name(name) {
+        return Err(Error::Sys(Errno::NOENT));
+    }
+    Ok(c)
 }

@@ -6,20 +6,22 @@
 //!
 //! Lifetime: the kernel holds a lookup count per node; `forget` lowers it and the node leaves
 //! the table at zero. A child holds its parent through `Link::parent` (an `Arc`), and the kernel
-//! never forgets a directory before its children, so a path can always be rebuilt.
+//! never forgets a directory before its children, so a node's place in every layer can always
+//! be reached from the root, one name at a time (`place.rs`).
 //!
-//! Locks: the table lock is held only to get, insert or remove; a node's `state` lock only to
-//! read or update its own fields (never while taking another node's lock, never across I/O).
+//! Locks: the table lock is held only to get, insert or remove; a node's `state`,
+//! `lower_names` and `dir_fds` locks only to read or update those fields (never while taking
+//! another lock, never across I/O).
 use std::collections::{HashMap, HashSet};
-use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rustix::fs::FileType;
-use rustix::io::Errno;
 
+use super::Which;
 use super::layer::LowerIdx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +83,17 @@ pub struct Node {
     pub dir_lock: Mutex<()>,
     /// Directories: the names of each merged lower layer (`None`: too many to keep).
     lower_names: Mutex<HashMap<LowerIdx, Option<Arc<LowerNames>>>>,
+    /// Directories: a directory fd per layer it was reached in (see `place.rs`).
+    dir_fds: Mutex<Vec<(Which, Arc<OwnedFd>)>>,
+}
+
+/// Directory fds cached by all nodes, and how many may be (half the fd limit, set by
+/// `Overlay::new`); beyond it, fds are opened per operation.
+static CACHED_FDS: AtomicUsize = AtomicUsize::new(0);
+static FD_BUDGET: AtomicUsize = AtomicUsize::new(512);
+
+pub fn set_fd_budget(n: usize) {
+    FD_BUDGET.store(n, Ordering::Relaxed);
 }
 
 impl Node {
@@ -94,7 +107,37 @@ impl Node {
             copyup_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
             lower_names: Mutex::new(HashMap::new()),
+            dir_fds: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The cached directory fd of this directory in layer `w`.
+    pub fn dir_fd(&self, w: Which) -> Option<Arc<OwnedFd>> {
+        self.dir_fds
+            .lock()
+            .iter()
+            .find(|(x, _)| *x == w)
+            .map(|(_, fd)| fd.clone())
+    }
+
+    /// Keeps `fd` as this directory's fd in layer `w` (replacing an older one), unless the
+    /// budget is spent. Returns it shared either way.
+    pub fn keep_dir_fd(&self, w: Which, fd: Arc<OwnedFd>) -> Arc<OwnedFd> {
+        let mut v = self.dir_fds.lock();
+        if let Some(slot) = v.iter_mut().find(|(x, _)| *x == w) {
+            slot.1 = fd.clone();
+        } else if CACHED_FDS.load(Ordering::Relaxed) < FD_BUDGET.load(Ordering::Relaxed) {
+            CACHED_FDS.fetch_add(1, Ordering::Relaxed);
+            v.push((w, fd.clone()));
+        }
+        fd
+    }
+
+    /// Forgets every cached fd (the directory was removed or replaced through the mount).
+    pub fn drop_dir_fds(&self) {
+        let mut v = self.dir_fds.lock();
+        CACHED_FDS.fetch_sub(v.len(), Ordering::Relaxed);
+        v.clear();
     }
 
     /// The cached names of lower layer `li` here: `None` if not read yet, `Some(None)` if the
@@ -139,37 +182,6 @@ impl Node {
         f(&mut self.state.write())
     }
 
-    /// The node's path relative to every layer root ("." for the root).
-    pub fn path(&self) -> Result<CString, Errno> {
-        let mut names: Vec<OsString> = Vec::new();
-        let mut parent = {
-            let st = self.state.read();
-            if self.id == NodeId::ROOT {
-                return Ok(c".".to_owned());
-            }
-            let l = st.links.first().ok_or(Errno::STALE)?;
-            names.push(l.name.clone());
-            l.parent.clone()
-        };
-        while parent.id != NodeId::ROOT {
-            let next = {
-                let st = parent.state.read();
-                let l = st.links.first().ok_or(Errno::STALE)?;
-                names.push(l.name.clone());
-                l.parent.clone()
-            };
-            parent = next;
-        }
-        let mut v = Vec::new();
-        for (i, n) in names.iter().rev().enumerate() {
-            if i > 0 {
-                v.push(b'/');
-            }
-            v.extend_from_slice(n.as_bytes());
-        }
-        CString::new(v).map_err(|_| Errno::INVAL)
-    }
-
     /// Records `parent/name` as a name of this node (first position: the freshest name).
     pub fn add_link(&self, parent: &Arc<Node>, name: &std::ffi::OsStr) {
         let mut st = self.state.write();
@@ -199,6 +211,12 @@ impl Node {
             .write()
             .links
             .retain(|l| !(l.parent.id == parent && l.name == name));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        CACHED_FDS.fetch_sub(self.dir_fds.get_mut().len(), Ordering::Relaxed);
     }
 }
 

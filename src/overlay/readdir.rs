@@ -5,16 +5,15 @@
 //! `.wh..wh..opq` are never shown; each name appears once. The order is stable: each layer's
 //! own order, upper first.
 use std::collections::HashMap;
-use std::ffi::{CStr, OsStr, OsString};
-use std::os::fd::AsFd;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{FileType, OFlags};
-use rustix::io::Errno;
 
 use std::sync::Arc;
 
-use super::node::{LowerNames, MAX_CACHED_NAMES, Node, NodeState};
+use super::node::{LowerNames, MAX_CACHED_NAMES, Node};
 use super::{Overlay, Which, whiteout};
 use crate::{Result, sys};
 
@@ -108,47 +107,45 @@ pub(super) fn lower_names(raw: &[RawEntry]) -> Option<LowerNames> {
 }
 
 impl Overlay {
-    /// The merged listing of directory `node`, without "." and "..".
-    pub fn list_dir(&self, node: &Node) -> Result<Vec<DirEntry>> {
-        self.list_dir_at(Some(node), &node.state(), &node.path()?)
-    }
-
-    /// The merged listing of the directory at `path` whose layers are described by `st`;
-    /// `node`, when it is one, keeps the lower layers' names for later lookups.
-    pub(super) fn list_dir_at(
-        &self,
-        node: Option<&Node>,
-        st: &NodeState,
-        path: &CStr,
-    ) -> Result<Vec<DirEntry>> {
-        let mut layers = Vec::new();
+    /// The merged listing of directory `node`, without "." and "..". The node keeps the lower
+    /// layers' names for later lookups.
+    pub fn list_dir(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
+        let st = node.state();
+        let mut fds = Vec::new();
         if st.upper {
-            layers.push(self.read_layer_dir(Which::Upper, path)?);
+            fds.push((Which::Upper, self.dir_fd(node, Which::Upper)?));
         }
         for &li in &st.lowers {
-            let raw = self.read_layer_dir(Which::Lower(li), path)?;
-            if let Some(n) = node
-                && n.cached_lower_names(li).is_none()
+            fds.push((Which::Lower(li), self.dir_fd(node, Which::Lower(li))?));
+        }
+        let mut layers = Vec::new();
+        for (w, fd) in &fds {
+            let raw = self.read_layer_dir(*w, fd.as_fd())?;
+            if let Which::Lower(li) = *w
+                && node.cached_lower_names(li).is_none()
             {
-                n.store_lower_names(li, lower_names(&raw).map(Arc::new));
+                node.store_lower_names(li, lower_names(&raw).map(Arc::new));
             }
             layers.push(raw);
         }
-        // The origin rule in `merge` assumes layer 1 is the first lower under an upper.
-        if !st.upper {
-            layers.insert(0, Vec::new());
-        }
-        Ok(merge(&layers))
+        Ok(merge_layers(st.upper, layers))
     }
 
-    pub(super) fn read_layer_dir(&self, w: Which, path: &CStr) -> Result<Vec<RawEntry>> {
-        let layer = self.layer(w)?;
-        let (lfd, dev) = (layer.fd(), layer.dev);
-        let fd = match sys::open_at(lfd, path, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
+    /// The merged listing of a resolved directory that may not be a node (its fds, upper first).
+    pub(super) fn list_fds(&self, fds: &[(Which, Arc<OwnedFd>)]) -> Result<Vec<DirEntry>> {
+        let mut layers = Vec::new();
+        for (w, fd) in fds {
+            layers.push(self.read_layer_dir(*w, fd.as_fd())?);
+        }
+        let upper = fds.first().is_some_and(|(w, _)| *w == Which::Upper);
+        Ok(merge_layers(upper, layers))
+    }
+
+    /// The entries of directory `dir` (a directory fd of layer `w`), read through a fresh fd
+    /// of its own (a shared fd's offset can't be shared).
+    pub(super) fn read_layer_dir(&self, w: Which, dir: BorrowedFd<'_>) -> Result<Vec<RawEntry>> {
+        let dev = self.layer(w)?.dev;
+        let fd = sys::open_at(dir, c".", OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
         let mut out = Vec::new();
         for e in rustix::fs::Dir::read_from(fd.as_fd())? {
             let e = e?;
@@ -172,6 +169,15 @@ impl Overlay {
         }
         Ok(out)
     }
+}
+
+/// `merge` of per-layer listings, the first one the upper's when `upper`.
+fn merge_layers(upper: bool, mut layers: Vec<Vec<RawEntry>>) -> Vec<DirEntry> {
+    // The origin rule in `merge` assumes layer 1 is the first lower under an upper.
+    if !upper {
+        layers.insert(0, Vec::new());
+    }
+    merge(&layers)
 }
 
 #[cfg(test)]

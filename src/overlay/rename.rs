@@ -4,17 +4,48 @@
 //! renamed (EXDEV, so `mv` falls back to copying); files are copied up and renamed in upper.
 //! The old name gets a whiteout when a lower layer still shows it (RENAME_WHITEOUT, atomic);
 //! an upper-only directory moved over a name a lower layer shows becomes opaque.
-use std::ffi::OsStr;
+//!
+//! Three phases: `plan` (resolve both names, every errno check, nothing changed), `prepare`
+//! (copy up what moves and both parents), then under both directories' locks `exchange` or
+//! `replace` on the upper directories' fds, one name each.
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use rustix::fs::{FileType, RenameFlags};
 use rustix::io::Errno;
 
 use super::copyup::{Data, remove_any};
-use super::dirops::resolved_state;
+use super::lookup::Resolved;
 use super::node::Node;
-use super::{Overlay, Which, name_ok};
+use super::{Overlay, Which, existing_name, name_ok};
+use crate::sys::nofollow::{self, Target};
 use crate::{Error, Result, sys};
+
+/// What a rename will do, once every check has passed.
+struct Plan {
+    src: Resolved,
+    dst: Option<Resolved>,
+    src_node: Option<Arc<Node>>,
+    dst_node: Option<Arc<Node>>,
+    exchange: bool,
+}
+
+/// One side of a rename: the parent, the name, and the parent's upper fd.
+struct Side<'a> {
+    parent: &'a Arc<Node>,
+    name: &'a OsStr,
+    cname: &'a CStr,
+}
+
+fn is_dir(r: &Resolved) -> bool {
+    r.kind == FileType::Directory
+}
+
+/// A directory that exists in a lower layer: renaming it needs redirect_dir (EXDEV).
+fn merged_dir(r: &Resolved) -> bool {
+    is_dir(r) && (!r.upper || !r.lowers.is_empty())
+}
 
 impl Overlay {
     pub fn rename(
@@ -26,80 +57,30 @@ impl Overlay {
         flags: RenameFlags,
     ) -> Result<()> {
         self.writable()?;
-        name_ok(newname)?;
-        if super::whiteout::is_wh_name(name) {
-            return Err(Error::Sys(Errno::NOENT));
-        }
+        let cnew = name_ok(newname)?;
+        let cname = existing_name(name)?;
         let exchange = flags.contains(RenameFlags::EXCHANGE);
         if flags.contains(RenameFlags::WHITEOUT)
             || (exchange && flags.contains(RenameFlags::NOREPLACE))
         {
             return Err(Error::Sys(Errno::INVAL));
         }
-        let (pst, ppath) = (parent.state(), parent.path()?);
-        let (npst, nppath) = (newparent.state(), newparent.path()?);
-        let src = self
-            .resolve(parent, &pst, &ppath, name)?
-            .ok_or(Error::Sys(Errno::NOENT))?;
-        let dst = self.resolve(newparent, &npst, &nppath, newname)?;
-        let src_node = self.nodes.get(self.id_of(parent.id, name, &src).0);
-        let dst_node = dst
-            .as_ref()
-            .and_then(|d| self.nodes.get(self.id_of(newparent.id, newname, d).0));
-        let src_dir = src.kind == FileType::Directory;
-        if src_dir && (!src.upper || !src.lowers.is_empty()) {
-            return Err(Error::Sys(Errno::XDEV));
-        }
-        match &dst {
-            None if exchange => return Err(Error::Sys(Errno::NOENT)),
-            Some(_) if flags.contains(RenameFlags::NOREPLACE) => {
-                return Err(Error::Sys(Errno::EXIST));
-            }
-            Some(d)
-                if exchange
-                    && d.kind == FileType::Directory
-                    && (!d.upper || !d.lowers.is_empty()) =>
-            {
-                return Err(Error::Sys(Errno::XDEV));
-            }
-            Some(_) if exchange => {}
-            Some(d) => {
-                let dst_dir = d.kind == FileType::Directory;
-                if src_dir && !dst_dir {
-                    return Err(Error::Sys(Errno::NOTDIR));
-                }
-                if !src_dir && dst_dir {
-                    return Err(Error::Sys(Errno::ISDIR));
-                }
-                if dst_dir {
-                    let rel = sys::join(&nppath, newname);
-                    if !self.list_dir_at(None, &resolved_state(d), &rel)?.is_empty() {
-                        return Err(Error::Sys(Errno::NOTEMPTY));
-                    }
-                }
-                // Two names of one file: rename does nothing.
-                if src_node.is_some()
-                    && src_node.as_ref().map(|n| n.id) == dst_node.as_ref().map(|n| n.id)
-                {
-                    return Ok(());
-                }
-            }
-            None => {}
-        }
-        if parent.id == newparent.id && name == newname {
+        let old = Side {
+            parent,
+            name,
+            cname: &cname,
+        };
+        let new = Side {
+            parent: newparent,
+            name: newname,
+            cname: &cnew,
+        };
+        let Some(plan) = self.plan(&old, &new, flags)? else {
             return Ok(());
-        }
-        // Copy up what moves, and both parents.
-        if let Some(n) = &src_node {
-            self.copy_up(n, Data::Full)?;
-        } else if !src.upper {
-            return Err(Error::Sys(Errno::STALE));
-        }
-        self.copy_up(parent, Data::Full)?;
-        self.copy_up(newparent, Data::Full)?;
-        if exchange && let Some(n) = &dst_node {
-            self.copy_up(n, Data::Full)?;
-        }
+        };
+        self.prepare(&plan, &old, &new)?;
+        let upper_old = self.dir_fd(parent, Which::Upper)?;
+        let upper_new = self.dir_fd(newparent, Which::Upper)?;
         // Both directories' locks, in id order (copy-ups, which take them too, are done).
         let (first, second) = if parent.id <= newparent.id {
             (parent, newparent)
@@ -108,80 +89,178 @@ impl Overlay {
         };
         let _dir1 = first.dir_lock.lock();
         let _dir2 = (first.id != second.id).then(|| second.dir_lock.lock());
-        let (pst, ppath) = (parent.state(), parent.path()?);
-        let (npst, nppath) = (newparent.state(), newparent.path()?);
-        let old_rel = sys::join(&ppath, name);
-        let new_rel = sys::join(&nppath, newname);
-        let upper = self.layer_fd(Which::Upper)?;
-        let work = self.writable()?.work.fd();
-        let opaque = self.opaque_xattr();
-        let old_lower = self.lower_positive(parent, &ppath, name)?;
-        // Like overlayfs: a directory moved into a merged directory becomes opaque, so that
-        // nothing a lower layer has (or later shows) under its new name merges into it.
-        let into_merged = !npst.lowers.is_empty();
-        let back_into_merged = !pst.lowers.is_empty();
-
-        if exchange {
-            let dst_dir = dst.as_ref().is_some_and(|d| d.kind == FileType::Directory);
-            if src_dir && into_merged {
-                sys::lsetxattr(upper, &old_rel, opaque, b"y", 0)?;
-            }
-            if dst_dir && back_into_merged {
-                sys::lsetxattr(upper, &new_rel, opaque, b"y", 0)?;
-            }
-            sys::rename(upper, &old_rel, upper, &new_rel, RenameFlags::EXCHANGE)?;
+        let fds = (upper_old.as_fd(), upper_new.as_fd());
+        if plan.exchange {
+            self.exchange(&plan, &old, &new, fds)?;
         } else {
-            // Clear what the upper layer holds at the new name where rename(2) can't replace
-            // it: an upper directory holding whiteouts, or a whiteout where a directory goes.
-            let mut aside = None;
-            let aside_needed = match sys::lstat_at(upper, &new_rel) {
-                Ok(st) => {
-                    sys::file_type(&st) == FileType::Directory || (src_dir && sys::is_whiteout(&st))
-                }
-                Err(_) => false,
-            };
-            if aside_needed {
-                let tmp = self.tmp_name();
-                sys::rename(upper, &new_rel, work, &tmp, RenameFlags::empty())?;
-                aside = Some(tmp);
-            }
-            if src_dir && into_merged {
-                sys::lsetxattr(upper, &old_rel, opaque, b"y", 0)?;
-            }
-            let rflags = if old_lower {
-                RenameFlags::WHITEOUT
-            } else {
-                RenameFlags::empty()
-            };
-            let moved = match sys::rename(upper, &old_rel, upper, &new_rel, rflags) {
-                Err(Errno::INVAL) if old_lower => {
-                    sys::rename(upper, &old_rel, upper, &new_rel, RenameFlags::empty())
-                        .map_err(Error::from)
-                        .and_then(|()| self.place_whiteout(&old_rel))
-                }
-                r => r.map_err(Error::from),
-            };
-            if let Some(tmp) = aside {
-                if moved.is_err() {
-                    // Put the old target back.
-                    let _ = sys::rename(work, &tmp, upper, &new_rel, RenameFlags::NOREPLACE);
-                }
-                remove_any(work, &tmp);
-            }
-            moved?;
-            // A `.wh.NAME` marker from another tool under the new name would hide it.
-            let wh = sys::join(&nppath, &super::whiteout::wh_name(newname));
-            let _ = rustix::fs::unlinkat(upper, &wh, rustix::fs::AtFlags::empty());
+            self.replace(&plan, &old, &new, fds)?;
         }
-        if let Some(n) = &src_node {
+        if let Some(n) = &plan.src_node {
             n.remove_link(parent.id, name);
             n.add_link(newparent, newname);
         }
-        if let Some(n) = &dst_node {
+        if let Some(n) = &plan.dst_node {
             n.remove_link(newparent.id, newname);
-            if exchange {
+            if plan.exchange {
                 n.add_link(parent, name);
+            } else {
+                n.drop_dir_fds();
             }
+        }
+        Ok(())
+    }
+
+    /// Resolves both names and makes every check; `None` when the rename is a no-op.
+    fn plan(&self, old: &Side<'_>, new: &Side<'_>, flags: RenameFlags) -> Result<Option<Plan>> {
+        let exchange = flags.contains(RenameFlags::EXCHANGE);
+        let src = self
+            .resolve(old.parent, &old.parent.state(), old.name)?
+            .ok_or(Error::Sys(Errno::NOENT))?;
+        let dst = self.resolve(new.parent, &new.parent.state(), new.name)?;
+        let src_node = self.nodes.get(self.id_of(old.parent.id, old.name, &src).0);
+        let dst_node = dst
+            .as_ref()
+            .and_then(|d| self.nodes.get(self.id_of(new.parent.id, new.name, d).0));
+        if merged_dir(&src) {
+            return Err(Error::Sys(Errno::XDEV));
+        }
+        match &dst {
+            None if exchange => return Err(Error::Sys(Errno::NOENT)),
+            Some(_) if flags.contains(RenameFlags::NOREPLACE) => {
+                return Err(Error::Sys(Errno::EXIST));
+            }
+            Some(d) if exchange && merged_dir(d) => return Err(Error::Sys(Errno::XDEV)),
+            Some(_) if exchange => {}
+            Some(d) => {
+                if is_dir(&src) && !is_dir(d) {
+                    return Err(Error::Sys(Errno::NOTDIR));
+                }
+                if !is_dir(&src) && is_dir(d) {
+                    return Err(Error::Sys(Errno::ISDIR));
+                }
+                if is_dir(d) && !self.list_fds(&d.fds)?.is_empty() {
+                    return Err(Error::Sys(Errno::NOTEMPTY));
+                }
+                // Two names of one file: rename does nothing.
+                if src_node.is_some()
+                    && src_node.as_ref().map(|n| n.id) == dst_node.as_ref().map(|n| n.id)
+                {
+                    return Ok(None);
+                }
+            }
+            None => {}
+        }
+        if old.parent.id == new.parent.id && old.name == new.name {
+            return Ok(None);
+        }
+        Ok(Some(Plan {
+            src,
+            dst,
+            src_node,
+            dst_node,
+            exchange,
+        }))
+    }
+
+    /// Copies up what moves, and both parents.
+    fn prepare(&self, plan: &Plan, old: &Side<'_>, new: &Side<'_>) -> Result<()> {
+        if let Some(n) = &plan.src_node {
+            self.copy_up(n, Data::Full)?;
+        } else if !plan.src.upper {
+            return Err(Error::Sys(Errno::STALE));
+        }
+        self.copy_up(old.parent, Data::Full)?;
+        self.copy_up(new.parent, Data::Full)?;
+        if plan.exchange
+            && let Some(n) = &plan.dst_node
+        {
+            self.copy_up(n, Data::Full)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the directory `name` beneath `dir` opaque (it moves into a merged directory:
+    /// nothing a lower layer has under its new name may merge into it, as in overlayfs).
+    fn set_opaque(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+        nofollow::set_xattr(Target::At(dir, name), self.opaque_xattr(), b"y", 0)?;
+        Ok(())
+    }
+
+    fn exchange(
+        &self,
+        plan: &Plan,
+        old: &Side<'_>,
+        new: &Side<'_>,
+        (ufd_old, ufd_new): (BorrowedFd<'_>, BorrowedFd<'_>),
+    ) -> Result<()> {
+        let dst_dir = plan.dst.as_ref().is_some_and(is_dir);
+        if is_dir(&plan.src) && !new.parent.state().lowers.is_empty() {
+            self.set_opaque(ufd_old, old.cname)?;
+        }
+        if dst_dir && !old.parent.state().lowers.is_empty() {
+            self.set_opaque(ufd_new, new.cname)?;
+        }
+        sys::rename(
+            ufd_old,
+            old.cname,
+            ufd_new,
+            new.cname,
+            RenameFlags::EXCHANGE,
+        )?;
+        Ok(())
+    }
+
+    fn replace(
+        &self,
+        plan: &Plan,
+        old: &Side<'_>,
+        new: &Side<'_>,
+        (ufd_old, ufd_new): (BorrowedFd<'_>, BorrowedFd<'_>),
+    ) -> Result<()> {
+        let work = self.writable()?.work.fd();
+        let src_dir = is_dir(&plan.src);
+        let old_lower = self.lower_positive(old.parent, old.name)?;
+        // Clear what the upper layer holds at the new name where rename(2) can't replace
+        // it: an upper directory holding whiteouts, or a whiteout where a directory goes.
+        let mut aside = None;
+        let aside_needed = match sys::lstat_at(ufd_new, new.cname) {
+            Ok(st) => {
+                sys::file_type(&st) == FileType::Directory || (src_dir && sys::is_whiteout(&st))
+            }
+            Err(_) => false,
+        };
+        if aside_needed {
+            let tmp = self.tmp_name();
+            sys::rename(ufd_new, new.cname, work, &tmp, RenameFlags::empty())?;
+            aside = Some(tmp);
+        }
+        if src_dir && !new.parent.state().lowers.is_empty() {
+            self.set_opaque(ufd_old, old.cname)?;
+        }
+        let rflags = if old_lower {
+            RenameFlags::WHITEOUT
+        } else {
+            RenameFlags::empty()
+        };
+        let moved = match sys::rename(ufd_old, old.cname, ufd_new, new.cname, rflags) {
+            Err(Errno::INVAL) if old_lower => {
+                sys::rename(ufd_old, old.cname, ufd_new, new.cname, RenameFlags::empty())
+                    .map_err(Error::from)
+                    .and_then(|()| self.place_whiteout(ufd_old, old.cname))
+            }
+            r => r.map_err(Error::from),
+        };
+        if let Some(tmp) = aside {
+            if moved.is_err() {
+                // Put the old target back.
+                let _ = sys::rename(work, &tmp, ufd_new, new.cname, RenameFlags::NOREPLACE);
+            }
+            remove_any(work, &tmp);
+        }
+        moved?;
+        // A `.wh.NAME` marker from another tool under the new name would hide it.
+        if let Ok(wh) = sys::cstr(&super::whiteout::wh_name(new.name)) {
+            let _ = rustix::fs::unlinkat(ufd_new, &wh, rustix::fs::AtFlags::empty());
         }
         Ok(())
     }

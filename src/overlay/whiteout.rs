@@ -98,6 +98,23 @@ pub fn dir_is_opaque(dir: BorrowedFd<'_>, rel: &CStr) -> Result<bool, Errno> {
     }
 }
 
+/// Is the directory behind `fd` opaque by any of the markers above? (The overlay's form: no
+/// path is walked.)
+pub fn fd_is_opaque(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    for name in [TRUSTED_OPAQUE, USER_OPAQUE] {
+        match sys::nofollow::get_xattr(sys::nofollow::Target::Fd(fd), name) {
+            Ok(Some(v)) if v.as_slice() == b"y" => return Ok(true),
+            Ok(_) | Err(Errno::NOTSUP | Errno::PERM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match sys::lstat_at(fd, WH_OPAQUE_NAME) {
+        Ok(_) => Ok(true),
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

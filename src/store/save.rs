@@ -17,6 +17,7 @@
 //! that reproduces its diff_id.
 //!
 //! The output appears atomically: it is written next to the target and renamed at the end.
+//! [`save_to_writer`] streams an archive instead (standard output: `save` without `-o`).
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -287,12 +288,12 @@ fn plan(
 }
 
 /// Where the files of a layout go: a directory or a tar archive.
-enum Out {
+enum Out<'a> {
     Dir(PathBuf),
-    Tar(TarWriter<BufWriter<File>>),
+    Tar(TarWriter<BufWriter<&'a mut dyn Write>>),
 }
 
-impl Out {
+impl Out<'_> {
     fn dir(&mut self, name: &str) -> Result<()> {
         match self {
             Out::Dir(root) => {
@@ -487,19 +488,68 @@ fn write_to(tmp: &Path, planned: &[Planned], format: SaveFormat) -> Result<()> {
             write_layout(&mut Out::Dir(tmp.to_path_buf()), planned, false)
         }
         SaveFormat::OciArchive | SaveFormat::DockerArchive => {
-            let f = File::create(tmp).map_err(|e| Error::io("create", tmp, e))?;
-            let mut out = Out::Tar(TarWriter::new(BufWriter::with_capacity(1 << 20, f)));
-            write_layout(&mut out, planned, format == SaveFormat::DockerArchive)?;
-            let Out::Tar(t) = out else {
-                return Ok(());
-            };
-            let w = t.finish().map_err(|e| Error::io("write", tmp, e))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| Error::io("write", tmp, e.into_error()))?;
+            let mut f = File::create(tmp).map_err(|e| Error::io("create", tmp, e))?;
+            write_archive(&mut f, planned, format, &tmp.display().to_string())?;
             f.sync_all().map_err(|e| Error::io("fsync", tmp, e))
         }
     }
+}
+
+/// Writes an archive format into `w` (flushed at the end); `shown` names it in errors.
+fn write_archive(
+    w: &mut dyn Write,
+    planned: &[Planned],
+    format: SaveFormat,
+    shown: &str,
+) -> Result<()> {
+    let mut out = Out::Tar(TarWriter::new(BufWriter::with_capacity(1 << 20, w)));
+    write_layout(&mut out, planned, format == SaveFormat::DockerArchive)?;
+    let Out::Tar(t) = out else {
+        return Ok(());
+    };
+    let w = t.finish().map_err(|e| Error::io("write", shown, e))?;
+    w.into_inner()
+        .map_err(|e| Error::io("write", shown, e.into_error()))?
+        .flush()
+        .map_err(|e| Error::io("write", shown, e))
+}
+
+/// Saves `images` as an archive (docker-archive or oci-archive) streamed into `w`, e.g.
+/// standard output; `shown` names it in messages. Nothing is written before every image and
+/// layer is found, so a bad name leaves the output empty.
+pub fn save_to_writer(
+    store: &Store,
+    images: &[String],
+    format: SaveFormat,
+    w: &mut dyn Write,
+    shown: &str,
+    log: &mut dyn Write,
+) -> Result<()> {
+    if images.is_empty() {
+        return Err(Error::Usage("save: name at least one image".into()));
+    }
+    if format == SaveFormat::OciDir {
+        return Err(Error::Usage(
+            "save: --format oci-dir writes a directory: give -o DIR".into(),
+        ));
+    }
+    let scratch = store.staging()?;
+    let planned = images
+        .iter()
+        .map(|a| plan(store, a, format, None, scratch.path()))
+        .collect::<Result<Vec<_>>>()?;
+    write_archive(w, &planned, format, shown)?;
+    for p in &planned {
+        let _ = writeln!(
+            log,
+            "Saved {} ({} layers) to {shown}",
+            p.names
+                .first()
+                .map_or_else(|| p.img.id.short().to_string(), Reference::familiar),
+            p.layers.len(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -86,7 +86,11 @@ fn read_write(
     let n = rustix::io::pread(src, &mut buf[..], pos)?;
     let mut done = 0;
     while done < n {
-        done += rustix::io::pwrite(dst, &buf[done..n], pos + done as u64)?;
+        match rustix::io::pwrite(dst, &buf[done..n], pos + done as u64)? {
+            // A write that takes nothing would loop forever: the destination is full.
+            0 => return Err(Errno::NOSPC),
+            w => done += w,
+        }
     }
     Ok(n)
 }

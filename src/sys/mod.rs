@@ -11,6 +11,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat};
 use rustix::io::Errno;
 
 pub mod copy;
+pub mod nofollow;
 pub mod private;
 
 /// `fstatat(dir, rel, AT_SYMLINK_NOFOLLOW)`; `rel` may be "." for the dir itself.

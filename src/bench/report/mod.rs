@@ -187,7 +187,56 @@ pub struct Cell {
     pub vs_raw: Option<f64>,
 }
 
+impl Row {
+    /// The most repetitions any implementation got in this row.
+    pub fn most_reps(&self) -> usize {
+        self.cells.iter().map(|c| c.summary.n).max().unwrap_or(0)
+    }
+
+    /// `Some((n, most))` when `cell` got fewer repetitions than another implementation in this
+    /// row (its time budget ran out first): its median is less certain than the others'.
+    pub fn fewer_reps(&self, cell: &Cell) -> Option<(usize, usize)> {
+        let most = self.most_reps();
+        (cell.summary.n < most).then_some((cell.summary.n, most))
+    }
+}
+
+/// One implementation that got fewer repetitions than another in the same row (in the JSON
+/// report as `fewer_repetitions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FewerReps {
+    pub implementation: String,
+    pub workload: String,
+    pub metric: String,
+    pub case: String,
+    pub cache: Cache,
+    pub repetitions: usize,
+    /// The most any implementation got in that row.
+    pub most_repetitions: usize,
+}
+
 impl Report {
+    /// Every (row, implementation) with fewer repetitions than the row's best.
+    pub fn fewer_reps(&self) -> Vec<FewerReps> {
+        let mut out = Vec::new();
+        for row in self.rows() {
+            for c in &row.cells {
+                if let Some((n, most)) = row.fewer_reps(c) {
+                    out.push(FewerReps {
+                        implementation: c.implementation.clone(),
+                        workload: row.key.workload.clone(),
+                        metric: row.key.metric.clone(),
+                        case: row.key.case.clone(),
+                        cache: row.key.cache,
+                        repetitions: n,
+                        most_repetitions: most,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Implementation names in the order they were asked for, then any others seen in samples.
     pub fn impl_order(&self) -> Vec<String> {
         let mut names: Vec<String> = self

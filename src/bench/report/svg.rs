@@ -131,6 +131,8 @@ struct Point {
     median: f64,
     min: f64,
     max: f64,
+    /// (n, most) when this point had fewer repetitions than another implementation's.
+    fewer: Option<(usize, usize)>,
 }
 
 struct Series {
@@ -147,6 +149,57 @@ pub struct LineChart<'a> {
     pub x_format: &'a dyn Fn(f64) -> String,
 }
 
+/// A width estimate for text in the chart font: DejaVu Sans averages under 0.64 em per
+/// character in these labels (digits are 0.636 em, most lowercase less).
+pub const CHAR_EM: f64 = 0.64;
+const SUBTITLE_FONT: f64 = 11.0;
+const SUBTITLE_MIN_FONT: f64 = 8.0;
+const MARGIN: f64 = 16.0;
+
+/// Breaks `text` at spaces into lines of at most `max` characters (a longer word is cut).
+pub fn wrap(text: &str, max: usize) -> Vec<String> {
+    let max = max.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        while word.chars().count() > max {
+            if !cur.is_empty() {
+                lines.push(std::mem::take(&mut cur));
+            }
+            let head: String = word.chars().take(max).collect();
+            word = word.chars().skip(max).collect();
+            lines.push(head);
+        }
+        let needed = cur.chars().count() + usize::from(!cur.is_empty()) + word.chars().count();
+        if needed > max && !cur.is_empty() {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// The subtitle's font size and lines: two lines at most between the title and the plot,
+/// the font shrunk (down to 8 px) until the text fits the chart's width.
+pub fn subtitle_lines(text: &str, width: f64) -> (f64, Vec<String>) {
+    let mut font = SUBTITLE_FONT;
+    loop {
+        let max = ((width - 2.0 * MARGIN) / (font * CHAR_EM)).floor() as usize;
+        let lines = wrap(text, max);
+        if lines.len() <= 2 || font <= SUBTITLE_MIN_FONT {
+            return (font, lines);
+        }
+        font -= 0.5;
+    }
+}
+
 fn header(out: &mut String, width: f64, height: f64, title: &str, subtitle: &str) {
     let _ = writeln!(
         out,
@@ -159,14 +212,38 @@ fn header(out: &mut String, width: f64, height: f64, title: &str, subtitle: &str
     );
     let _ = writeln!(
         out,
-        "<text x=\"16\" y=\"26\" font-size=\"17\" font-weight=\"bold\" fill=\"#222\">{}</text>",
+        "<text x=\"{MARGIN}\" y=\"26\" font-size=\"17\" font-weight=\"bold\" fill=\"#222\">{}</text>",
         escape(title)
     );
+    let (font, lines) = subtitle_lines(subtitle, width);
+    let mut spans = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let dy = if i == 0 { 0.0 } else { font + 2.0 };
+        let _ = write!(
+            spans,
+            "<tspan x=\"{MARGIN}\" dy=\"{dy}\">{}</tspan>",
+            escape(l)
+        );
+    }
     let _ = writeln!(
         out,
-        "<text x=\"16\" y=\"45\" font-size=\"11\" fill=\"#666\">{}</text>",
-        escape(subtitle)
+        "<text class=\"subtitle\" x=\"{MARGIN}\" y=\"{}\" font-size=\"{font}\" fill=\"#666\">{spans}</text>",
+        if lines.len() > 1 { 42.0 } else { 45.0 }
     );
+}
+
+/// A note under a chart (e.g. which points had fewer repetitions).
+fn footnote(out: &mut String, width: f64, height: f64, text: &str) {
+    let (font, lines) = subtitle_lines(text, width);
+    let mut y = height - 8.0 - (font + 2.0) * (lines.len().saturating_sub(1)) as f64;
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "<text class=\"footnote\" x=\"{MARGIN}\" y=\"{y:.1}\" font-size=\"{font}\" fill=\"#666\">{}</text>",
+            escape(&l)
+        );
+        y += font + 2.0;
+    }
 }
 
 fn legend(out: &mut String, names: &[(String, usize)], x: f64, y: f64) {
@@ -202,6 +279,7 @@ fn collect_series(order: &[String], rows: &[&Row]) -> Vec<Series> {
                     median: s.median,
                     min: s.min,
                     max: s.max,
+                    fewer: r.fewer_reps(c),
                 })
             })
             .collect();
@@ -297,16 +375,26 @@ fn draw_series(
         );
         for p in &s.points {
             let (x, y0, y1) = (xa.px(p.x), ya.px(p.min), ya.px(p.max));
+            // A hollow marker: fewer repetitions than another implementation at this x.
+            let (fill, class, note) = match p.fewer {
+                Some((n, most)) => (
+                    "#ffffff",
+                    " class=\"fewer-reps\"",
+                    format!(", only {n} of {most} repetitions"),
+                ),
+                None => (color, "", String::new()),
+            };
             let _ = writeln!(
                 out,
                 "<line x1=\"{x:.1}\" y1=\"{y0:.1}\" x2=\"{x:.1}\" y2=\"{y1:.1}\" stroke=\"{color}\" \
-                 stroke-width=\"1.2\"/><circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\">\
-                 <title>{}: {} (min {}, max {})</title></circle>",
+                 stroke-width=\"1.2\"/><circle{class} cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{fill}\" \
+                 stroke=\"{color}\" stroke-width=\"1.5\"><title>{}: {} (min {}, max {}{})</title></circle>",
                 ya.px(p.median),
                 escape(&s.name),
                 escape(&format::duration(p.median)),
                 escape(&format::duration(p.min)),
                 escape(&format::duration(p.max)),
+                escape(&note),
             );
         }
         out.push_str("</g>\n");
@@ -349,6 +437,30 @@ pub fn line_chart(report: &Report, rows: &[&Row], chart: &LineChart) -> Option<S
     draw_axes(&mut out, &xa, &ya, &xs, &y_ticks, chart);
     let names = draw_series(&mut out, &series, &order, &xa, &ya);
     legend(&mut out, &names, px_right + 18.0, px_top + 14.0);
+    let fewer: Vec<&str> = series
+        .iter()
+        .filter(|s| s.points.iter().any(|p| p.fewer.is_some()))
+        .map(|s| s.name.as_str())
+        .collect();
+    if !fewer.is_empty() {
+        // Under the legend, wrapped to its column.
+        let text = format!(
+            "Hollow markers ({}): fewer repetitions than another implementation at that x.",
+            fewer.join(", ")
+        );
+        let font = 10.0;
+        let max = ((RIGHT - 2.0 * MARGIN) / (font * CHAR_EM)).floor() as usize;
+        let mut y = px_top + 14.0 + 22.0 * names.len() as f64 + 10.0;
+        for l in wrap(&text, max) {
+            let _ = writeln!(
+                out,
+                "<text class=\"footnote\" x=\"{}\" y=\"{y:.1}\" font-size=\"{font}\" fill=\"#666\">{}</text>",
+                px_right + 18.0,
+                escape(&l)
+            );
+            y += font + 3.0;
+        }
+    }
     out.push_str("</svg>\n");
     Some(out)
 }
@@ -478,6 +590,7 @@ pub fn overview(report: &Report, rows: &[Row]) -> Option<String> {
             escape(&format!("{d}x"))
         );
     }
+    let mut any_fewer = false;
     for (i, r) in shown.iter().enumerate() {
         let y0 = top + group_h * i as f64 + 6.0;
         let full = r.key.label();
@@ -500,15 +613,31 @@ pub fn overview(report: &Report, rows: &[Row]) -> Option<String> {
             let index = order.iter().position(|n| n == *name).unwrap_or(0);
             let (color, _) = style(name, index);
             let (a, b) = (xa.px(1.0), xa.px(v));
+            // Faded: fewer repetitions than another implementation in this row (or the
+            // baseline's), so the ratio is less certain.
+            let fewer = r
+                .cells
+                .iter()
+                .find(|c| &c.implementation == *name)
+                .and_then(|c| r.fewer_reps(c));
+            any_fewer |= fewer.is_some();
+            let (attrs, note) = match fewer {
+                Some((n, most)) => (
+                    " class=\"fewer-reps\" fill-opacity=\"0.4\"",
+                    format!(", only {n} of {most} repetitions"),
+                ),
+                None => ("", String::new()),
+            };
             let _ = writeln!(
                 out,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\">\
-                 <title>{}: {}</title></rect>",
+                "<rect{attrs} x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\">\
+                 <title>{}: {}{}</title></rect>",
                 a.min(b),
                 y0 + bar_h * j as f64,
                 (a - b).abs().max(1.0),
                 escape(name),
-                escape(&format::ratio(Some(v)))
+                escape(&format::ratio(Some(v))),
+                escape(&note)
             );
         }
     }
@@ -522,6 +651,15 @@ pub fn overview(report: &Report, rows: &[Row]) -> Option<String> {
         })
         .collect();
     legend(&mut out, &names, label_w + plot_w + 20.0, top + 10.0);
+    if any_fewer {
+        footnote(
+            &mut out,
+            width,
+            height,
+            "Faded bars: fewer repetitions than another implementation in that row (its budget \
+             ran out first); the ratio is less certain.",
+        );
+    }
     out.push_str("</svg>\n");
     Some(out)
 }

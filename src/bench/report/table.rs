@@ -17,6 +17,9 @@ pub fn machine_line(report: &Report) -> String {
     )
 }
 
+/// Marks a repetition count lower than another implementation's in the same row.
+pub const FEWER_MARK: char = '*';
+
 struct Line {
     name: String,
     median: String,
@@ -38,7 +41,10 @@ fn lines_of(row: &Row) -> Vec<Line> {
                 format::duration(c.summary.min),
                 format::duration(c.summary.max)
             ),
-            n: c.summary.n.to_string(),
+            n: match row.fewer_reps(c) {
+                Some((n, most)) => format!("{n}{FEWER_MARK}/{most}"),
+                None => c.summary.n.to_string(),
+            },
             vs_kernel: format::ratio(c.vs_kernel),
             vs_raw: format::ratio(c.vs_raw),
             rate: row
@@ -108,6 +114,16 @@ pub fn render(report: &Report) -> String {
             out,
             "failed {} / {}: {}",
             f.implementation, f.workload, f.error
+        );
+    }
+    if rows
+        .iter()
+        .any(|r| r.cells.iter().any(|c| r.fewer_reps(c).is_some()))
+    {
+        let _ = writeln!(
+            out,
+            "n{FEWER_MARK}/m: only n repetitions where another implementation in the row got m \
+             (its --budget ran out first): that median is less certain."
         );
     }
     let _ = writeln!(
