@@ -372,7 +372,12 @@ fn daemonize(
     prefetch: bool,
 ) -> Result<()> {
     let (rd, wr) = rustix::pipe::pipe().map_err(|e| Error::io("pipe", "", e.into()))?;
-    match sys::fork().map_err(|e| Error::io("fork", "", e.into()))? {
+    // fork is sound only while single-threaded, which holds here: the TOCs were fetched on this
+    // thread and the FUSE sessions and the prefetch thread start in the child.
+    #[allow(unsafe_code)]
+    // SAFETY: the process is single-threaded at this point (see above).
+    let forked = unsafe { sys::fork() };
+    match forked.map_err(|e| Error::io("fork", "", e.into()))? {
         None => {
             drop(rd);
             let _ = rustix::process::setsid();
