@@ -20,6 +20,7 @@ pub mod fuse;
 pub mod human;
 pub mod image;
 pub mod inspect;
+pub mod lazy;
 pub mod mountinfo;
 pub mod mountopts;
 pub mod overlay;

@@ -19,7 +19,7 @@ use crate::human::human_size;
 use crate::image::compress::Compression;
 use crate::image::oci::Platform;
 use crate::reference::Reference;
-use crate::store::save::{SaveFormat, save, save_to_writer};
+use crate::store::save::{SaveFormat, save_to_writer, save_with};
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -108,6 +108,8 @@ pub struct SaveArgs {
     /// docker-archive, oci-archive or oci-dir
     #[arg(long, default_value = "docker-archive")]
     pub format: String,
+    #[command(flatten)]
+    pub seekable: super::lazy::SeekableArg,
 }
 
 #[derive(Debug, Args)]
@@ -182,7 +184,12 @@ fn save_cmd(store: &Store, a: &SaveArgs) -> Result<()> {
     let format: SaveFormat = a.format.parse()?;
     let log = &mut std::io::stderr();
     match a.output.as_deref() {
-        Some(p) if p != Path::new("-") => save(store, &a.images, p, format, log),
+        Some(p) if p != Path::new("-") => {
+            save_with(store, &a.images, p, format, a.seekable.compression, log)
+        }
+        _ if a.seekable.compression.is_some() => Err(Error::Usage(
+            "save --compression: give the output with -o FILE (or -o DIR for oci-dir)".into(),
+        )),
         _ => {
             let stdout = std::io::stdout();
             if stdout.is_terminal() {

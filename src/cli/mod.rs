@@ -29,6 +29,7 @@ pub mod container;
 pub mod fsck;
 pub mod generate;
 pub mod inspect;
+pub mod lazy;
 pub mod mount;
 pub mod output;
 pub mod registry;

@@ -23,6 +23,7 @@
 //! Everything is published by one rename of a fully written, synced object; an existing target
 //! (EEXIST/ENOTEMPTY) means another load published the same content first, which is success.
 pub mod blobs;
+pub mod convert;
 pub mod fault;
 pub mod fsck;
 mod gc;
