@@ -230,3 +230,20 @@ pub fn zeroed_stat() -> Stat {
     // SAFETY: `Stat` is a plain C struct of integers, for which all-zero bytes are valid.
     unsafe { std::mem::zeroed() }
 }
+
+/// Is this process root of the whole machine (uid 0 in the initial user namespace)? Inside a
+/// user namespace (`unshare -r`, rootless podman) uid 0 is a normal user outside: it gets a
+/// normal user's store, runtime directory and xattr namespace.
+pub fn is_host_root() -> bool {
+    if !rustix::process::geteuid().is_root() {
+        return false;
+    }
+    // The initial namespace maps every id to itself: "0 0 4294967295".
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(m) => {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f == ["0", "0", "4294967295"]
+        }
+        Err(_) => true,
+    }
+}
