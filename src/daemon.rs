@@ -299,7 +299,7 @@ pub fn run_dir() -> PathBuf {
     } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         PathBuf::from(d).join("layerfs")
     } else {
-        std::env::temp_dir().join(format!("layerfs-{}", rustix::process::geteuid().as_raw()))
+        std::env::temp_dir().join(format!("layerfs-{}", sys::outer_uid()))
     }
 }
 

@@ -268,11 +268,13 @@ impl Overlay {
             rustix::process::geteuid().as_raw(),
             rustix::process::getegid().as_raw(),
         );
+        // user.* xattrs exist only on regular files and directories: other nodes are made
+        // for real where that is allowed (root), else stored as empty regular files.
         let (disk_what, base) = match what {
-            NewKind::Node {
-                kind: FileType::CharacterDevice | FileType::BlockDevice,
-                ..
-            } => (
+            NewKind::Node { .. } if crate::sys::is_host_root() => {
+                return (what, (uid, gid, mode));
+            }
+            NewKind::Node { .. } => (
                 NewKind::Node {
                     kind: FileType::RegularFile,
                     rdev: 0,
@@ -298,7 +300,15 @@ impl Overlay {
         let Some(xname) = self.owners.override_xattr else {
             return Ok(());
         };
-        if matches!(what, NewKind::Symlink { .. }) {
+        if !matches!(disk_what, NewKind::File { .. } | NewKind::Dir)
+            && !matches!(
+                disk_what,
+                NewKind::Node {
+                    kind: FileType::RegularFile,
+                    ..
+                }
+            )
+        {
             return Ok(());
         }
         let o = Override {
@@ -323,7 +333,7 @@ impl Overlay {
             return Ok(false);
         };
         let disk_type = FileType::from_raw_mode(disk.st_mode);
-        if disk_type == FileType::Symlink {
+        if !matches!(disk_type, FileType::RegularFile | FileType::Directory) {
             return Ok(false);
         }
         let mut o = read_override(t, xname)

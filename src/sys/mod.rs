@@ -235,6 +235,11 @@ pub fn zeroed_stat() -> Stat {
 /// user namespace (`unshare -r`, rootless podman) uid 0 is a normal user outside: it gets a
 /// normal user's store, runtime directory and xattr namespace.
 pub fn is_host_root() -> bool {
+    static HOST_ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HOST_ROOT.get_or_init(host_root_now)
+}
+
+fn host_root_now() -> bool {
     if !rustix::process::geteuid().is_root() {
         return false;
     }
@@ -246,4 +251,24 @@ pub fn is_host_root() -> bool {
         }
         Err(_) => true,
     }
+}
+
+/// This process's uid as the initial user namespace sees it (from /proc/self/uid_map): the
+/// same user inside and outside `unshare -r` names its private directories alike.
+pub fn outer_uid() -> u32 {
+    let me = rustix::process::geteuid().as_raw();
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    for line in map.lines() {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        if let [inside, outside, len] = f[..]
+            && u64::from(me) >= inside
+            && u64::from(me) - inside < len
+        {
+            return u32::try_from(outside + (u64::from(me) - inside)).unwrap_or(me);
+        }
+    }
+    me
 }
