@@ -388,3 +388,174 @@ fn override_stat_round_trip() {
         .expect("getfattr");
     assert!(!String::from_utf8_lossy(&l.stdout).contains("override_stat"));
 }
+
+/// Loads the image, mounts a container, changes it, commits and saves (oci-dir), printing what
+/// the mount shows and the diff. $1 layout, $2 binary, $3 work dir; the store comes from the
+/// environment (LAYERFS_ROOT for root, XDG_DATA_HOME for the user).
+const FLOW: &str = r#"
+set -eu
+L=$1 BIN=$2 W=$3 M=$3/m
+mkdir -p "$M"
+"$BIN" load -i "$L" >/dev/null
+C=$("$BIN" mount demo:1 "$M" 2>/dev/null)
+echo changed > $M/etc/motd
+rm $M/bin/tool
+rm -r $M/etc && mkdir $M/etc && echo new > $M/etc/hosts
+chmod 4711 $M/usr/sbin/su2
+stat -c '%u:%g %a %F %t:%T' $M/dev/null $M/dev/fifo $M/usr/sbin/su2
+touch -h -d @1000000000 $M/etc/hosts $M/etc $M/bin $M/usr/sbin/su2 $M/dev $M/usr/sbin $M/usr $M
+"$BIN" diff "$C"
+"$BIN" umount "$M"
+"$BIN" commit "$C" demo:2 >/dev/null
+"$BIN" save demo:2 -o "$W/out" --format oci-dir
+"#;
+
+/// Every entry of every layer of the image saved in the oci-dir `out`: path, type, mode,
+/// owner, device numbers and size (mtimes left out: a whiteout carries the time of the rm).
+fn layer_entries(out: &Path) -> Vec<String> {
+    use std::io::Read;
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json")
+    };
+    let blob = |d: &serde_json::Value| {
+        let d = d.as_str().expect("digest");
+        out.join("blobs/sha256").join(&d["sha256:".len()..])
+    };
+    let index = json(out.join("index.json"));
+    let manifest = json(blob(&index["manifests"][0]["digest"]));
+    let mut lines = Vec::new();
+    for (i, l) in manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .enumerate()
+    {
+        let raw = std::fs::read(blob(&l["digest"])).expect("layer");
+        let mut data = Vec::new();
+        if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            zstd::stream::read::Decoder::new(&raw[..])
+                .expect("zstd")
+                .read_to_end(&mut data)
+                .expect("unzstd");
+        } else if raw.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut data)
+                .expect("gunzip");
+        } else {
+            data = raw;
+        }
+        let mut a = tar::Archive::new(&data[..]);
+        for e in a.entries().expect("entries") {
+            let e = e.expect("entry");
+            let h = e.header();
+            lines.push(format!(
+                "layer{i} {} {:?} {:o} {}:{} {:?}:{:?} {}",
+                String::from_utf8_lossy(&e.path_bytes()),
+                h.entry_type(),
+                h.mode().expect("mode"),
+                h.uid().expect("uid"),
+                h.gid().expect("gid"),
+                h.device_major().ok().flatten(),
+                h.device_minor().ok().flatten(),
+                h.size().expect("size"),
+            ));
+        }
+    }
+    lines
+}
+
+#[test]
+fn image_round_trip_rootless_matches_root() {
+    let user = Unpriv::new("img");
+    let (t, bin) = user.scratch();
+    let _g = UnmountUnder(t.path().join("user"));
+    let _g2 = UnmountUnder(t.path().join("root"));
+    // An image with files of root and of another user, a setuid program, a device node, a FIFO.
+    let rootfs = t.path().join("rootfs");
+    for d in ["etc", "bin", "usr/sbin", "home/al", "dev"] {
+        std::fs::create_dir_all(rootfs.join(d)).expect("mkdir");
+    }
+    std::fs::write(rootfs.join("etc/motd"), "hi\n").expect("write");
+    std::fs::write(rootfs.join("bin/tool"), "t\n").expect("write");
+    std::fs::write(rootfs.join("usr/sbin/su2"), "s\n").expect("write");
+    std::fs::set_permissions(
+        rootfs.join("usr/sbin/su2"),
+        PermissionsExt::from_mode(0o4755),
+    )
+    .expect("chmod");
+    std::fs::write(rootfs.join("home/al/f"), "x\n").expect("write");
+    std::os::unix::fs::chown(rootfs.join("home/al/f"), Some(1000), Some(100)).expect("chown");
+    std::os::unix::fs::chown(rootfs.join("home/al"), Some(1000), Some(1000)).expect("chown");
+    let sh = |c: &str| {
+        let st = Command::new("sh").args(["-c", c]).status().expect("sh");
+        assert!(st.success(), "{c}");
+    };
+    let r = rootfs.display();
+    sh(&format!(
+        "mknod {r}/dev/null c 1 3 && mkfifo {r}/dev/fifo && chmod 700 {r}/home/al"
+    ));
+    let mkimage = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mkimage");
+    let layout = t.path().join("layout");
+    let st = Command::new(&mkimage)
+        .env("MKIMAGE_KEEP_OWNERS", "1")
+        .arg(&rootfs)
+        .arg(&layout)
+        .arg("demo:1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("mkimage");
+    assert!(st.success());
+    sh(&format!("chmod -R a+rX {}", layout.display()));
+    let flow = t.path().join("flow.sh");
+    std::fs::write(&flow, FLOW).expect("write flow");
+    let (b, l, f) = (
+        bin.to_str().expect("utf-8"),
+        layout.to_str().expect("utf-8"),
+        flow.to_str().expect("utf-8"),
+    );
+
+    let root_dir = t.path().join("root");
+    std::fs::create_dir(&root_dir).expect("mkdir");
+    let out = Command::new("sh")
+        .args([f, l, b, root_dir.to_str().expect("utf-8")])
+        .env("LAYERFS_ROOT", root_dir.join("store"))
+        .output()
+        .expect("flow as root");
+    let as_root = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "root: {as_root}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let user_dir = t.path().join("user");
+    std::fs::create_dir(&user_dir).expect("mkdir");
+    sh(&format!("chown {} {}", user.name, user_dir.display()));
+    let u = user_dir.to_str().expect("utf-8");
+    let (ok, as_user, err) = user.sh(
+        "XDG_DATA_HOME=\"$3/data\" unshare -rm sh \"$4\" \"$1\" \"$2\" \"$3\"",
+        &[l, b, u, f],
+    );
+    assert!(ok, "user: {as_user}{err}");
+    // The mount shows the same owners, modes and types (the device node and FIFO are empty
+    // files with an override xattr in the user's store).
+    assert_eq!(as_root, as_user);
+    assert!(as_user.contains("0:0 4711 regular file"), "{as_user}");
+    assert!(
+        as_user.contains("0:0 644 character special file 1:3"),
+        "{as_user}"
+    );
+    let (root_entries, user_entries) = (
+        layer_entries(&root_dir.join("out")),
+        layer_entries(&user_dir.join("out")),
+    );
+    assert!(
+        root_entries
+            .iter()
+            .any(|e| e.contains("home/al/f") && e.contains(" 1000:100 ")),
+        "{root_entries:#?}"
+    );
+    assert_eq!(root_entries, user_entries);
+    // Nothing of the override xattrs leaks into the image.
+    assert!(!user_entries.iter().any(|e| e.contains("override")));
+}
