@@ -17,7 +17,7 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::fuse::LayerFs;
-use crate::mountopts::{KernelFlag, MountOptions};
+use crate::mountopts::{self, KernelFlag, MountOptions};
 use crate::overlay::{self, Overlay};
 use crate::{Error, Result, mountinfo, sys};
 
@@ -55,7 +55,15 @@ pub fn mount_overlay(
         work: opts.workdir.as_deref().map(absolute).transpose()?,
         userxattr: opts.userxattr,
         fsync: opts.fsync,
+        ownership: ownership(&opts.ownership),
+        quirks: overlay::Quirks {
+            static_nlink: opts.static_nlink,
+            ino32: opts.ino32,
+            noacl: opts.noacl,
+            noxattrs: opts.noxattrs,
+        },
     };
+    check_fuse_access(opts)?;
     let run = RunDir::open()?;
     let ov = Arc::new(Overlay::new(&cfg)?);
     if debug {
@@ -98,6 +106,70 @@ pub fn mount_overlay(
             }
             Err(Error::Usage(format!("mount {}: {msg}", mnt.display())))
         }
+    }
+}
+
+/// What a normal user needs to mount, checked up front so that a failure names the file and
+/// the fix instead of a bare "Permission denied".
+fn check_fuse_access(opts: &MountOptions) -> Result<()> {
+    if sys::is_host_root() {
+        return Ok(());
+    }
+    let dev = Path::new("/dev/fuse");
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+        return Err(Error::Usage(format!(
+            "/dev/fuse is not accessible: {e} (it must exist and be read-write for you: as \
+             root, `modprobe fuse` and `chmod 0666 /dev/fuse`; in a container, pass \
+             --device /dev/fuse)"
+        )));
+    }
+    if rustix::process::geteuid().is_root() {
+        // Root of a user namespace: the mount is made with mount(2), no helper needed.
+        return Ok(());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    if !std::env::split_paths(&path).any(|d| d.join("fusermount3").is_file()) {
+        return Err(Error::Usage(
+            "fusermount3 not found: a normal user mounts through it (apt-get install fuse3)".into(),
+        ));
+    }
+    if opts.allow_other {
+        let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+        if !conf.lines().any(|l| l.trim() == "user_allow_other") {
+            return Err(Error::Usage(
+                "user_allow_other is off in /etc/fuse.conf: a normal user's mount may use \
+                 allow_other/allow_root only when that file holds the line user_allow_other \
+                 (add it as root, or mount without allow_other)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The overlay's view of the ownership options.
+fn ownership(o: &mountopts::Ownership) -> overlay::owners::Ownership {
+    use overlay::owners::{IdRange, SECURITY_OVERRIDE_XATTR, USER_OVERRIDE_XATTR};
+    let ranges = |v: &[mountopts::IdRange]| {
+        v.iter()
+            .map(|r| IdRange {
+                disk: r.disk,
+                shown: r.shown,
+                len: r.len,
+            })
+            .collect()
+    };
+    overlay::owners::Ownership {
+        uid_map: ranges(&o.uid_map),
+        gid_map: ranges(&o.gid_map),
+        squash_to_root: o.squash_to_root,
+        squash_uid: o.squash_uid,
+        squash_gid: o.squash_gid,
+        override_xattr: match o.xattr_permissions {
+            1 => Some(SECURITY_OVERRIDE_XATTR),
+            2 => Some(USER_OVERRIDE_XATTR),
+            _ => None,
+        },
     }
 }
 
@@ -227,12 +299,12 @@ fn raise_readahead(mnt: &Path) {
 /// root, else $XDG_RUNTIME_DIR/layerfs, else /tmp/layerfs-UID. The directory is the user's own
 /// and mode 0700 (refused otherwise), and its files are made without following symlinks.
 pub fn run_dir() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
+    if sys::is_host_root() {
         PathBuf::from("/run/layerfs")
     } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         PathBuf::from(d).join("layerfs")
     } else {
-        std::env::temp_dir().join(format!("layerfs-{}", rustix::process::geteuid().as_raw()))
+        std::env::temp_dir().join(format!("layerfs-{}", sys::outer_uid()))
     }
 }
 

@@ -31,6 +31,40 @@ pub struct MountOptions {
     /// the mount, so the kernel's cache stays right; the default is a day.
     pub timeout_secs: f64,
     pub debug: bool,
+    /// How owners and modes leave and enter the layers (fuse-overlayfs's options).
+    pub ownership: Ownership,
+    /// Directories report one link (`static_nlink`).
+    pub static_nlink: bool,
+    /// POSIX ACL xattrs are refused with EOPNOTSUPP (`noacl`).
+    pub noacl: bool,
+    /// Every xattr call fails with EOPNOTSUPP (`noxattrs=1`).
+    pub noxattrs: bool,
+    /// `st_ino` truncated to 32 bits (`ino32_t`).
+    pub ino32: bool,
+}
+
+/// One range of `uidmapping=`/`gidmapping=`: ids `disk..disk+len` as stored in the layers are
+/// shown as `shown..shown+len` through the mount (fuse-overlayfs's `HOST:MAPPED:LEN` order:
+/// the first number is what the layers hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub disk: u32,
+    pub shown: u32,
+    pub len: u32,
+}
+
+/// Owner translation between the layers and the mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid_map: Vec<IdRange>,
+    pub gid_map: Vec<IdRange>,
+    /// `squash_to_root`: every owner shows as 0 (`squash_to_uid=`/`_gid=` take precedence).
+    pub squash_to_root: bool,
+    pub squash_uid: Option<u32>,
+    pub squash_gid: Option<u32>,
+    /// `xattr_permissions=1|2`: owner, mode and type kept in `security.containers.override_stat`
+    /// (1) or `user.containers.override_stat` (2) instead of the inode's own; 0: off.
+    pub xattr_permissions: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +96,11 @@ impl Default for MountOptions {
             passthrough: true,
             timeout_secs: 86400.0,
             debug: false,
+            ownership: Ownership::default(),
+            static_nlink: false,
+            noacl: false,
+            noxattrs: false,
+            ino32: false,
         }
     }
 }
@@ -72,7 +111,12 @@ ro, rw, allow_other, allow_root, default_permissions, suid, nosuid, dev, nodev, 
 atime, noatime, relatime, strictatime, nodiratime, fsname=NAME, subtype=NAME, \
 context=, fscontext=, defcontext=, rootcontext=, fsync=0|1, volatile, userxattr, \
 xino=on|off|auto, redirect_dir=off, index=off, metacopy=off, noacl, threads=N, \
-passthrough=on|off, timeout=SECONDS, debug, defaults, auto, noauto, nonempty, _netdev, x-*";
+passthrough=on|off, timeout=SECONDS, debug, defaults, auto, noauto, nonempty, _netdev, x-*, \
+uidmapping=D:S:N[:D:S:N...], gidmapping=D:S:N[:D:S:N...], squash_to_root, squash_to_uid=N, \
+squash_to_gid=N, xattr_permissions=0|1|2, static_nlink, ino32_t, noxattrs=0|1, \
+threaded=0|1, max_threads=N, max_idle_threads=N, fast_ino=0|1, writeback=0|1, plugins=, \
+sync=0|1, sync, async, dirsync, clone_fd, auto_unmount, kernel_cache, auto_cache, \
+private, rprivate, shared, rshared, slave, rslave, unbindable, runbindable";
 
 /// Each accepted `-o` option with what it does, for `layerfs-mount(1)`. Every word of
 /// [`SUPPORTED`] appears here (a unit test checks it).
@@ -131,7 +175,44 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ),
     (
         "xino=on|off|auto, redirect_dir=off, index=off, metacopy=off, noacl",
-        "Kernel overlayfs options accepted for compatibility; layerfs implements the kernel defaults.",
+        "Kernel overlayfs options accepted for compatibility; layerfs implements the kernel defaults. noacl: POSIX ACL xattrs fail with EOPNOTSUPP, as in fuse-overlayfs.",
+    ),
+    (
+        "uidmapping=D:S:N[:D:S:N...], gidmapping=D:S:N[:D:S:N...]",
+        "Owner translation as fuse-overlayfs does it: an id D+i stored in the layers shows as S+i through the mount (i < N), ids outside every range show as 65534; owners set through the mount are stored with the reverse mapping. Ranges are separated by ':' (or ','), as podman passes them.",
+    ),
+    (
+        "squash_to_root, squash_to_uid=N, squash_to_gid=N",
+        "Every file shows as owned by 0 (or by uid/gid N, which take precedence); what is stored does not change.",
+    ),
+    (
+        "xattr_permissions=0|1|2",
+        "Keep owner, mode and file type in the xattr security.containers.override_stat (1) or user.containers.override_stat (2), value UID:GID:0MODE[:TYPE], where the real owner can't be set (an unprivileged store); read and written, hidden from listxattr.",
+    ),
+    ("static_nlink", "Directories report one link."),
+    (
+        "ino32_t",
+        "st_ino is truncated to 32 bits, for old 32-bit programs.",
+    ),
+    (
+        "noxattrs=0|1",
+        "noxattrs=1: every xattr call fails with EOPNOTSUPP.",
+    ),
+    (
+        "threaded=0|1, max_threads=N, max_idle_threads=N",
+        "fuse-overlayfs's threading words: threaded=0 serves with one thread, max_threads=N is threads=N; max_idle_threads is accepted.",
+    ),
+    (
+        "fast_ino=0|1, writeback=0|1, plugins=, sync=0|1",
+        "fuse-overlayfs options accepted for compatibility: inode numbers are always stable here, the write-back cache is never used, there are no plugins; sync=0 is fsync=0.",
+    ),
+    (
+        "sync, async, dirsync, clone_fd, auto_unmount, kernel_cache, auto_cache",
+        "libfuse and mount(8) words, accepted (the daemon always clones its /dev/fuse fd and unmounts on exit).",
+    ),
+    (
+        "private, rprivate, shared, rshared, slave, rslave, unbindable, runbindable",
+        "Mount propagation words (buildah adds private for :O volumes), accepted; FUSE mounts take the propagation of their parent mount.",
     ),
     (
         "threads=N",
@@ -221,8 +302,8 @@ impl MountOptions {
                     )));
                 }
             },
-            "noacl" | "defaults" | "auto" | "noauto" | "nonempty" | "_netdev" | "user"
-            | "nouser" => {}
+            "noacl" => self.noacl = true,
+            "defaults" | "auto" | "noauto" | "nonempty" | "_netdev" | "user" | "nouser" => {}
             "threads" => {
                 let n: usize = need(value)?
                     .parse()
@@ -244,6 +325,7 @@ impl MountOptions {
             }
             "debug" => self.debug = true,
             k if k.starts_with("x-") => {}
+            _ if self.apply_compat(key, value)? => {}
             _ => {
                 return Err(Error::Usage(format!(
                     "unknown mount option '{item}'. Supported options: {SUPPORTED}"
@@ -252,6 +334,81 @@ impl MountOptions {
         }
         Ok(())
     }
+}
+
+impl MountOptions {
+    /// fuse-overlayfs's and libfuse's words; false when `key` is none of them.
+    fn apply_compat(&mut self, key: &str, value: Option<&str>) -> Result<bool> {
+        let num = |v: Option<&str>| -> Result<u32> {
+            v.and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad_value(key, v, "a number"))
+        };
+        match key {
+            "uidmapping" => self.ownership.uid_map = parse_idmap(key, value)?,
+            "gidmapping" => self.ownership.gid_map = parse_idmap(key, value)?,
+            "squash_to_root" => self.ownership.squash_to_root = true,
+            "squash_to_uid" => self.ownership.squash_uid = Some(num(value)?),
+            "squash_to_gid" => self.ownership.squash_gid = Some(num(value)?),
+            "xattr_permissions" => {
+                self.ownership.xattr_permissions = match value {
+                    Some("0") => 0,
+                    Some("1") => 1,
+                    Some("2") => 2,
+                    _ => return Err(bad_value(key, value, "0, 1 or 2")),
+                }
+            }
+            "static_nlink" => self.static_nlink = true,
+            "ino32_t" => self.ino32 = true,
+            "noxattrs" => self.noxattrs = parse_bool(key, value)?,
+            "threaded" => {
+                if !parse_bool(key, value)? {
+                    self.threads = Some(1);
+                }
+            }
+            "max_threads" => {
+                let n = num(value)? as usize;
+                self.threads = Some(n.clamp(1, 64));
+            }
+            "sync" if value.is_some() => self.fsync = parse_bool(key, value)?,
+            "fast_ino" | "writeback" => {
+                parse_bool(key, value)?;
+            }
+            "max_idle_threads" => {
+                value
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or_else(|| bad_value(key, value, "a number"))?;
+            }
+            "plugins" | "sync" | "async" | "dirsync" | "clone_fd" | "auto_unmount"
+            | "kernel_cache" | "auto_cache" | "private" | "rprivate" | "shared" | "rshared"
+            | "slave" | "rslave" | "unbindable" | "runbindable" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// `D:S:N[:D:S:N...]` (podman's form) or `D:S:N,D:S:N` (the `\,`-escaped form fuse-overlayfs's
+/// man page shows) into ranges.
+fn parse_idmap(key: &str, value: Option<&str>) -> Result<Vec<IdRange>> {
+    let v = value.unwrap_or("");
+    let nums: Option<Vec<u32>> = v
+        .split([':', ','])
+        .map(|n| n.trim().parse::<u32>().ok())
+        .collect();
+    let want = "DISK:SHOWN:LEN triples, e.g. 0:1000:1:1:100000:65536";
+    let nums = match nums {
+        Some(n) if !n.is_empty() && n.len() % 3 == 0 => n,
+        _ => return Err(bad_value(key, value, want)),
+    };
+    let mut out = Vec::new();
+    for t in nums.chunks(3) {
+        let (disk, shown, len) = (t[0], t[1], t[2]);
+        if len == 0 || disk.checked_add(len - 1).is_none() || shown.checked_add(len - 1).is_none() {
+            return Err(bad_value(key, value, want));
+        }
+        out.push(IdRange { disk, shown, len });
+    }
+    Ok(out)
 }
 
 fn bad_value(key: &str, value: Option<&str>, want: &str) -> Error {
@@ -407,6 +564,68 @@ mod tests {
                 continue;
             }
             assert!(documented.contains(&key), "{key} not in DOCUMENTED");
+        }
+    }
+
+    #[test]
+    fn accepts_every_fuse_overlayfs_word() {
+        // What podman, buildah and fuse-overlayfs's man pages pass (C 1.x and the Rust 2.0).
+        let o = MountOptions::parse(&[
+            "lowerdir=/l/a\\:b:/l/c,upperdir=/u,workdir=/w,private,rshared,volatile,noacl",
+            "uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1,squash_to_root",
+            "squash_to_uid=7,squash_to_gid=8,xattr_permissions=2,static_nlink,fast_ino=1",
+            "threaded=1,writeback=0,noxattrs=0,plugins=,ino32_t,fsync=1,sync=0,timeout=5",
+            "context=\"system_u:object_r:container_file_t:s0:c1,c2\",max_idle_threads=-1",
+            "slave,rslave,shared,rprivate,unbindable,runbindable,sync,async,dirsync,clone_fd",
+        ])
+        .unwrap();
+        assert_eq!(o.lowerdirs, p(&["/l/a:b", "/l/c"]));
+        assert_eq!(
+            o.ownership.uid_map,
+            vec![
+                IdRange {
+                    disk: 0,
+                    shown: 1000,
+                    len: 1
+                },
+                IdRange {
+                    disk: 1,
+                    shown: 100000,
+                    len: 65536
+                },
+            ]
+        );
+        assert_eq!(
+            o.ownership.gid_map,
+            vec![IdRange {
+                disk: 0,
+                shown: 1000,
+                len: 1
+            }]
+        );
+        assert!(o.ownership.squash_to_root);
+        assert_eq!(
+            (o.ownership.squash_uid, o.ownership.squash_gid),
+            (Some(7), Some(8))
+        );
+        assert_eq!(o.ownership.xattr_permissions, 2);
+        assert!(o.static_nlink && o.noacl && o.ino32 && !o.noxattrs);
+        assert!(!o.fsync, "sync=0 and volatile turn fsync off");
+        assert_eq!(o.timeout_secs, 5.0);
+        assert_eq!(
+            MountOptions::parse(&["threaded=0"]).unwrap().threads,
+            Some(1)
+        );
+        for bad in [
+            "uidmapping=0:1000",
+            "uidmapping=a:b:c",
+            "uidmapping=0:0:0",
+            "uidmapping=4294967295:0:2",
+            "xattr_permissions=3",
+            "squash_to_uid=x",
+            "fast_ino=maybe",
+        ] {
+            assert!(MountOptions::parse(&[bad]).is_err(), "{bad}");
         }
     }
 

@@ -323,6 +323,8 @@ fn run_names(ops: &[NameOp]) -> Result<(), TestCaseError> {
         work: Some(b.join("work")),
         userxattr: false,
         fsync: false,
+        ownership: Default::default(),
+        quirks: Default::default(),
     })
     .unwrap();
     let mut model = Model::new();

@@ -297,6 +297,10 @@ pub fn mount_container(
         cs.update(&r)?;
     }
     opts.lowerdirs = lowers;
+    if !crate::sys::is_host_root() {
+        // An unprivileged store keeps true owners and modes in override xattrs (image/write.rs).
+        opts.ownership.xattr_permissions = 2;
+    }
     let root = store.root().to_path_buf();
     // The daemon forks from this process: it must inherit the mount lock, never the store lock.
     drop(cs);

@@ -30,6 +30,7 @@ use rustix::io::Errno;
 
 use super::tarentry::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use super::tarwrite::{EntryKind, TarEntry, TarWriter, Xattrs};
+use crate::overlay::owners::{Override, USER_OVERRIDE_XATTR};
 use crate::overlay::whiteout::{TRUSTED_OPAQUE, USER_OPAQUE, is_private_xattr};
 use crate::{Error, sys};
 
@@ -192,7 +193,7 @@ pub fn entry_from_stat(
         },
         FileType::Socket | FileType::Unknown => return Ok(None),
     };
-    Ok(Some(TarEntry {
+    let mut e = TarEntry {
         path: path.to_vec(),
         kind,
         mode: st.st_mode & 0o7777,
@@ -200,7 +201,42 @@ pub fn entry_from_stat(
         gid: st.st_gid,
         mtime: st.st_mtime,
         xattrs: layer_xattrs(dir, name).map_err(|e| ("read xattrs of", e))?,
-    }))
+    };
+    apply_override(&mut e);
+    Ok(Some(e))
+}
+
+/// An unprivileged store keeps the true owner, mode and type in the override xattr
+/// (`overlay::owners`): the layer gets those, and not the xattr itself.
+fn apply_override(e: &mut TarEntry) {
+    let key = USER_OVERRIDE_XATTR.to_bytes();
+    let Some(i) = e.xattrs.iter().position(|(k, _)| k.as_slice() == key) else {
+        return;
+    };
+    let (_, v) = e.xattrs.remove(i);
+    let Some(o) = Override::parse(&v) else {
+        return;
+    };
+    e.uid = o.uid;
+    e.gid = o.gid;
+    e.mode = o.perm;
+    let is_empty_file = matches!(e.kind, EntryKind::File { size: 0 });
+    match o.kind {
+        Some((FileType::CharacterDevice, rdev)) if is_empty_file => {
+            e.kind = EntryKind::Char {
+                major: rustix::fs::major(rdev),
+                minor: rustix::fs::minor(rdev),
+            }
+        }
+        Some((FileType::BlockDevice, rdev)) if is_empty_file => {
+            e.kind = EntryKind::Block {
+                major: rustix::fs::major(rdev),
+                minor: rustix::fs::minor(rdev),
+            }
+        }
+        Some((FileType::Fifo, _)) if is_empty_file => e.kind = EntryKind::Fifo,
+        _ => {}
+    }
 }
 
 /// Names in a directory, sorted bytewise, without `.` and `..`.
@@ -346,6 +382,10 @@ impl<W: Write> Packer<W> {
         st: &Stat,
         mut e: TarEntry,
     ) -> Result<(), PackError> {
+        if !matches!(e.kind, EntryKind::File { .. }) {
+            // A device node or FIFO an unprivileged store keeps as an empty file.
+            return self.put(&e, None);
+        }
         if st.st_nlink > 1 {
             let id = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&id) {

@@ -22,6 +22,8 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+use crate::overlay::owners::{Override, USER_OVERRIDE_XATTR};
+
 use super::tarentry::{Action, Kind, Meta, Mtime, OPAQUE_MARKER, RelPath};
 
 /// The overlay opaque-directory xattr and its value.
@@ -68,7 +70,7 @@ impl LayerWriter {
             dirs: BTreeMap::new(),
             parent_cache: None,
             buf: vec![0; COPY_BUF],
-            privileged: rustix::process::geteuid().is_root(),
+            privileged: crate::sys::is_host_root(),
         }
     }
 
@@ -100,8 +102,10 @@ impl LayerWriter {
             let fd = self.open_dir(path)?;
             self.chown(fd.as_fd(), None, meta)
                 .map_err(|e| errmsg("chown", path, e))?;
-            rfs::fchmod(&fd, Mode::from_raw_mode(meta.mode & 0o7777))
+            rfs::fchmod(&fd, self.disk_mode(meta.mode, 0o700))
                 .map_err(|e| errmsg("chmod", path, e))?;
+            self.keep_override(fd.as_fd(), meta, None)
+                .map_err(|e| errmsg("set override xattr on", path, e))?;
             rfs::futimens(&fd, &times(meta.mtime)).map_err(|e| errmsg("utimens", path, e))?;
         }
         Ok(self.implicit.into_iter().collect())
@@ -231,10 +235,11 @@ impl LayerWriter {
                 // Owner before mode (chown clears setuid), xattrs after both (chown and
                 // writes clear security.capability), times last.
                 self.chown(file.as_fd(), None, meta)?;
-                rfs::fchmod(&file, mode)?;
+                rfs::fchmod(&file, self.disk_mode(meta.mode, 0o600))?;
                 for (k, v) in &meta.xattrs {
                     set_xattr_fd(file.as_fd(), k, v)?;
                 }
+                self.keep_override(file.as_fd(), meta, None)?;
                 return rfs::futimens(&file, &times(meta.mtime));
             }
             Kind::HardLink { target } => {
@@ -244,6 +249,9 @@ impl LayerWriter {
                 return rfs::linkat(&tdir, tname, dfd, name, AtFlags::empty());
             }
             Kind::Symlink { target } => rfs::symlinkat(target.as_slice(), dfd, name)?,
+            Kind::Fifo | Kind::Char { .. } | Kind::Block { .. } if !self.privileged => {
+                return self.special_as_file(dfd, name, kind, meta);
+            }
             Kind::Fifo => rfs::mknodat(dfd, name, FileType::Fifo, mode, 0)?,
             Kind::Char { major, minor } => rfs::mknodat(
                 dfd,
@@ -407,6 +415,71 @@ impl LayerWriter {
         Ok(())
     }
 
+    /// The mode on disk: the entry's, or for an unprivileged store one the owner can always
+    /// use (`always`), without setuid bits; the override xattr keeps the true one.
+    fn disk_mode(&self, mode: u32, always: u32) -> Mode {
+        if self.privileged {
+            Mode::from_raw_mode(mode & 0o7777)
+        } else {
+            Mode::from_raw_mode((mode & 0o777) | always)
+        }
+    }
+
+    /// An unprivileged store keeps owner, mode and type in `user.containers.override_stat`
+    /// (read by the mount with xattr_permissions=2, and by commit).
+    fn keep_override(
+        &self,
+        fd: BorrowedFd<'_>,
+        meta: &Meta,
+        kind: Option<(FileType, u64)>,
+    ) -> Result<(), Errno> {
+        if self.privileged {
+            return Ok(());
+        }
+        let o = Override {
+            uid: meta.uid,
+            gid: meta.gid,
+            perm: meta.mode & 0o7777,
+            kind,
+        };
+        let disk = FileType::from_raw_mode(rfs::fstat(fd)?.st_mode);
+        set_xattr_fd(
+            fd,
+            USER_OVERRIDE_XATTR.to_bytes(),
+            o.format(disk).as_bytes(),
+        )
+    }
+
+    /// A FIFO or device node an unprivileged store can't make (or can't give an xattr): an
+    /// empty regular file whose override xattr names the type.
+    fn special_as_file(
+        &self,
+        dfd: BorrowedFd<'_>,
+        name: &OsStr,
+        kind: &Kind,
+        meta: &Meta,
+    ) -> Result<(), Errno> {
+        let t = match kind {
+            Kind::Char { major, minor } => {
+                (FileType::CharacterDevice, rfs::makedev(*major, *minor))
+            }
+            Kind::Block { major, minor } => (FileType::BlockDevice, rfs::makedev(*major, *minor)),
+            _ => (FileType::Fifo, 0),
+        };
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW;
+        let fd = rfs::openat(
+            dfd,
+            name,
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        for (k, v) in &meta.xattrs {
+            set_xattr_fd(fd.as_fd(), k, v)?;
+        }
+        self.keep_override(fd.as_fd(), meta, Some(t))?;
+        rfs::futimens(&fd, &times(meta.mtime))
+    }
+
     /// Sets the owner; an unprivileged extraction keeps the caller's ids.
     fn chown(&self, fd: BorrowedFd<'_>, name: Option<&OsStr>, meta: &Meta) -> Result<(), Errno> {
         if !self.privileged {
@@ -466,7 +539,16 @@ fn set_xattr_fd(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> Result<(), Err
 }
 
 fn set_opaque(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    rfs::fsetxattr(fd, OPAQUE_XATTR, OPAQUE_VALUE, XattrFlags::empty())
+    match rfs::fsetxattr(fd, OPAQUE_XATTR, OPAQUE_VALUE, XattrFlags::empty()) {
+        // An unprivileged store: the marker the kernel's userxattr mode and layerfs read.
+        Err(Errno::PERM) if !crate::sys::is_host_root() => rfs::fsetxattr(
+            fd,
+            crate::overlay::whiteout::USER_OPAQUE,
+            OPAQUE_VALUE,
+            XattrFlags::empty(),
+        ),
+        r => r,
+    }
 }
 
 /// Creates an overlay whiteout: a character device 0/0.
@@ -557,11 +639,28 @@ pub fn copy_dir_attrs_from_lower(
             Some(Uid::from_raw(st.st_uid)),
             Some(Gid::from_raw(st.st_gid)),
         );
-        if rustix::process::geteuid().is_root() {
+        if crate::sys::is_host_root() {
             rfs::fchown(&fd, owner.0, owner.1).map_err(|e| errmsg("chown", path, e))?;
+            rfs::fchmod(&fd, Mode::from_raw_mode(st.st_mode & 0o7777))
+                .map_err(|e| errmsg("chmod", path, e))?;
+        } else {
+            // An unprivileged store: the lower directory's override (its true owner and mode).
+            rfs::fchmod(&fd, Mode::from_raw_mode((st.st_mode & 0o777) | 0o700))
+                .map_err(|e| errmsg("chmod", path, e))?;
+            let lower_dir = lowers
+                .iter()
+                .find_map(|lower| open_dir_beneath(*lower, path.as_path()).ok());
+            let value = lower_dir.and_then(|d| {
+                let t = crate::sys::nofollow::Target::Fd(d.as_fd());
+                crate::sys::nofollow::get_xattr(t, USER_OVERRIDE_XATTR)
+                    .ok()
+                    .flatten()
+            });
+            if let Some(v) = value {
+                set_xattr_fd(fd.as_fd(), USER_OVERRIDE_XATTR.to_bytes(), &v)
+                    .map_err(|e| errmsg("set override xattr on", path, e))?;
+            }
         }
-        rfs::fchmod(&fd, Mode::from_raw_mode(st.st_mode & 0o7777))
-            .map_err(|e| errmsg("chmod", path, e))?;
         let ts = Timestamps {
             last_access: Timespec {
                 tv_sec: st.st_atime,

@@ -63,14 +63,23 @@ impl Overlay {
         let upper = self.dir_fd(parent, Which::Upper)?;
         let _dir = parent.dir_lock.lock();
         let pstat = rustix::fs::fstat(upper.as_fd())?;
+        let caller = self.stored_caller(caller);
         let (uid, gid, mode) = new_owner(&pstat, caller, what, mode);
+        // With an override xattr the entry belongs to the daemon on disk, with a mode it can
+        // always use; the xattr holds what the caller asked for.
+        let (disk_what, disk) = self.on_disk_owner(what, uid, gid, mode);
         let fd = match probe(upper.as_fd(), &cname, name)? {
             Probe::Present(_) => return Err(Error::Sys(Errno::EXIST)),
-            Probe::Missing => make(upper.as_fd(), &cname, what, mode, uid, gid)?,
+            Probe::Missing => {
+                let fd = make(upper.as_fd(), &cname, disk_what, disk.2, disk.0, disk.1)?;
+                self.write_new_override(upper.as_fd(), &cname, what, disk_what, (uid, gid, mode))?;
+                fd
+            }
             Probe::Whiteout => {
                 let work = self.writable()?.work.fd();
                 let tmp = self.tmp_name();
-                let built = make(work, &tmp, what, mode, uid, gid).and_then(|fd| {
+                let built = make(work, &tmp, disk_what, disk.2, disk.0, disk.1).and_then(|fd| {
+                    self.write_new_override(work, &tmp, what, disk_what, (uid, gid, mode))?;
                     if matches!(what, NewKind::Dir) {
                         let t = Target::At(work, &tmp);
                         nofollow::set_xattr(t, self.opaque_xattr(), b"y", 0)?;

@@ -110,11 +110,16 @@ impl Overlay {
                 checked.fd()
             }
         };
-        if a.uid.is_some() || a.gid.is_some() {
-            nofollow::chown_fd(fd, a.uid, a.gid)?;
-        }
-        if let Some(mode) = a.mode {
-            nofollow::chmod_fd(fd, mode & 0o7777)?;
+        let owner_change = a.uid.is_some() || a.gid.is_some() || a.mode.is_some();
+        if !(owner_change && self.set_override(Target::Fd(fd), &rustix::fs::fstat(fd)?, a)?) {
+            if a.uid.is_some() || a.gid.is_some() {
+                let uid = a.uid.map(|u| self.owners.stored_uid(u));
+                let gid = a.gid.map(|g| self.owners.stored_gid(g));
+                nofollow::chown_fd(fd, uid, gid)?;
+            }
+            if let Some(mode) = a.mode {
+                nofollow::chmod_fd(fd, mode & 0o7777)?;
+            }
         }
         if let Some(size) = a.size {
             rustix::fs::ftruncate(fd, size)?;
@@ -128,6 +133,7 @@ impl Overlay {
         }
         let mut attr = rustix::fs::fstat(fd)?;
         self.fix_attr(node, &node.state(), &mut attr);
+        self.show_owners(node, &mut attr);
         Ok(attr)
     }
 
@@ -145,11 +151,23 @@ impl Overlay {
 
     pub fn getxattr(&self, node: &Arc<Node>, name: &CStr) -> Result<Vec<u8>> {
         let stored = self.stored_xattr(name)?;
-        if whiteout::is_private_xattr(stored.to_bytes()) {
+        self.xattr_allowed(name)?;
+        if whiteout::is_private_xattr(stored.to_bytes())
+            || self.is_override_xattr(stored.to_bytes())
+        {
             return Err(Error::Sys(Errno::NODATA));
         }
         let p = self.read_place(node)?;
         nofollow::get_xattr(target(node, &p), &stored)?.ok_or(Error::Sys(Errno::NODATA))
+    }
+
+    /// `noxattrs=1` refuses every xattr, `noacl` the POSIX ACLs (as fuse-overlayfs does).
+    fn xattr_allowed(&self, name: &CStr) -> Result<()> {
+        let acl = name.to_bytes().starts_with(b"system.posix_acl_");
+        if self.quirks.noxattrs || (acl && self.quirks.noacl) {
+            return Err(Error::Sys(Errno::OPNOTSUPP));
+        }
+        Ok(())
     }
 
     /// Where `node`'s xattrs are read: its visible copy, checked to still be of the node's
@@ -164,11 +182,17 @@ impl Overlay {
 
     /// Xattr names, NUL-terminated and concatenated, overlay-private ones left out.
     pub fn listxattr(&self, node: &Arc<Node>) -> Result<Vec<u8>> {
+        if self.quirks.noxattrs {
+            return Err(Error::Sys(Errno::OPNOTSUPP));
+        }
         let p = self.read_place(node)?;
         let names = nofollow::list_xattrs(target(node, &p))?;
         let own = self.own_xattrs();
         let mut out = Vec::new();
-        for shown in names.iter().filter_map(|n| own.to_shown(n.to_bytes())) {
+        let visible = names
+            .iter()
+            .filter(|n| !self.is_override_xattr(n.to_bytes()));
+        for shown in visible.filter_map(|n| own.to_shown(n.to_bytes())) {
             out.extend_from_slice(&shown);
             out.push(0);
         }
@@ -177,7 +201,10 @@ impl Overlay {
 
     pub fn setxattr(&self, node: &Arc<Node>, name: &CStr, value: &[u8], flags: i32) -> Result<()> {
         let stored = self.stored_xattr(name)?;
-        if whiteout::is_private_xattr(stored.to_bytes()) {
+        self.xattr_allowed(name)?;
+        if whiteout::is_private_xattr(stored.to_bytes())
+            || self.is_override_xattr(stored.to_bytes())
+        {
             return Err(Error::Sys(Errno::PERM));
         }
         self.writable()?;
@@ -189,7 +216,10 @@ impl Overlay {
 
     pub fn removexattr(&self, node: &Arc<Node>, name: &CStr) -> Result<()> {
         let stored = self.stored_xattr(name)?;
-        if whiteout::is_private_xattr(stored.to_bytes()) {
+        self.xattr_allowed(name)?;
+        if whiteout::is_private_xattr(stored.to_bytes())
+            || self.is_override_xattr(stored.to_bytes())
+        {
             return Err(Error::Sys(Errno::NODATA));
         }
         self.writable()?;
@@ -226,7 +256,7 @@ impl Overlay {
 }
 
 /// The xattr target of `node` at `p`: a directory's own fd, else its name beneath its parent.
-fn target<'a>(node: &Node, p: &'a Place<'_>) -> Target<'a> {
+pub(super) fn target<'a>(node: &Node, p: &'a Place<'_>) -> Target<'a> {
     if node.is_dir() {
         Target::Fd(p.fd())
     } else {

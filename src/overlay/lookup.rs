@@ -348,6 +348,7 @@ impl Overlay {
         }
         let mut attr = r.stat;
         self.fix_attr(&node, &node.state(), &mut attr);
+        self.show_owners(&node, &mut attr);
         Entry { node, attr }
     }
 

@@ -48,6 +48,7 @@ pub mod fileops;
 pub mod layer;
 pub mod lookup;
 pub mod node;
+pub mod owners;
 pub mod place;
 pub mod readdir;
 pub mod rename;
@@ -76,6 +77,23 @@ pub struct Config {
     pub work: Option<PathBuf>,
     pub userxattr: bool,
     pub fsync: bool,
+    /// Owner translation and override xattrs (`owners.rs`).
+    pub ownership: owners::Ownership,
+    /// Attribute and xattr switches of fuse-overlayfs.
+    pub quirks: Quirks,
+}
+
+/// fuse-overlayfs's switches that change what the mount shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quirks {
+    /// Every directory reports one link (`static_nlink`).
+    pub static_nlink: bool,
+    /// `st_ino` truncated to 32 bits (`ino32_t`).
+    pub ino32: bool,
+    /// POSIX ACL xattrs fail with EOPNOTSUPP (`noacl`).
+    pub noacl: bool,
+    /// Every xattr call fails with EOPNOTSUPP (`noxattrs=1`).
+    pub noxattrs: bool,
 }
 
 /// Which layer of the stack.
@@ -105,6 +123,8 @@ pub struct Overlay {
     opaque_xattr: &'static CStr,
     fsync: bool,
     tmp_seq: AtomicU64,
+    pub(crate) owners: owners::Ownership,
+    pub(crate) quirks: Quirks,
 }
 
 const WORK_SUBDIR: &CStr = c"work";
@@ -157,7 +177,19 @@ impl Overlay {
             },
             fsync: cfg.fsync,
             tmp_seq: AtomicU64::new(seed()),
+            owners: cfg.ownership.clone(),
+            quirks: cfg.quirks,
         };
+        let mut ov = ov;
+        if !cfg.userxattr && ov.rw.is_some() && !ov.trusted_xattrs_work() {
+            // Like the kernel in a user namespace: trusted.* needs CAP_SYS_ADMIN in the
+            // initial namespace, so the markers go to user.overlay.* instead.
+            log::warn!(
+                "trusted.* xattrs can't be written here (not root in the initial user namespace): \
+                 using user.overlay.* markers, as -o userxattr does"
+            );
+            ov.opaque_xattr = whiteout::USER_OPAQUE;
+        }
         let root_state = NodeState {
             links: Vec::new(),
             upper: ov.rw.is_some(),
@@ -249,15 +281,58 @@ impl Overlay {
         let st = node.state();
         let mut a = self.stat_in(node, Self::top_of(&st)?)?;
         self.fix_attr(node, &st, &mut a);
+        drop(st);
+        self.show_owners(node, &mut a);
         Ok(a)
     }
 
-    fn fix_attr(&self, node: &Node, st: &NodeState, a: &mut Attr) {
+    fn fix_attr(&self, node: &Arc<Node>, st: &NodeState, a: &mut Attr) {
         a.st_ino = node.ino();
+        if self.quirks.ino32 {
+            a.st_ino &= 0xffff_ffff;
+        }
         // Like overlayfs: a directory merged from several layers reports one link.
-        if node.is_dir() && usize::from(st.upper) + st.lowers.len() > 1 {
+        if node.is_dir()
+            && (self.quirks.static_nlink || usize::from(st.upper) + st.lowers.len() > 1)
+        {
             a.st_nlink = 1;
         }
+    }
+
+    /// The owners (and, with an override xattr, the mode) as the mount shows them. Call it
+    /// with no node lock held: it may read the node's override xattr.
+    fn show_owners(&self, node: &Arc<Node>, a: &mut Attr) {
+        if self.owners.is_identity() {
+            return;
+        }
+        let value = self.owners.override_xattr.and_then(|name| {
+            let top = Self::top_of(&node.state()).ok()?;
+            let p = self.place(node, top).ok()?;
+            owners::read_override(fileops::target(node, &p), name)
+        });
+        self.owners.show(a, value.as_deref());
+    }
+
+    /// Can this process write `trusted.*` xattrs in the upper layer? Probed once at mount on
+    /// a scratch file in the workdir.
+    fn trusted_xattrs_work(&self) -> bool {
+        let Ok(w) = self.writable() else {
+            return true;
+        };
+        let tmp = self.tmp_name();
+        let fd = match sys::open_at(
+            w.work.fd(),
+            &tmp,
+            rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL | rustix::fs::OFlags::WRONLY,
+            0o600,
+        ) {
+            Ok(fd) => fd,
+            Err(_) => return true,
+        };
+        let t = sys::nofollow::Target::Fd(fd.as_fd());
+        let ok = sys::nofollow::set_xattr(t, c"trusted.overlay.layerfs-probe", b"y", 0).is_ok();
+        let _ = rustix::fs::unlinkat(w.work.fd(), &tmp, rustix::fs::AtFlags::empty());
+        ok
     }
 
     /// A fresh name for staging an entry in the workdir. Names never repeat within a mount

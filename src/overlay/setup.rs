@@ -162,8 +162,22 @@ pub(super) fn open_writable(lowers: &[Layer], upper: &Path, work: &Path) -> Resu
         lock_in_use(&upper, "upperdir")?,
         lock_in_use(&wroot, "workdir")?,
     ];
-    match rustix::fs::mkdirat(wroot.fd(), WORK_SUBDIR, Mode::empty()) {
-        Ok(()) | Err(Errno::EXIST) => {}
+    // The kernel makes `work` mode 000, which only root can enter; a normal user's daemon
+    // needs it usable (fuse-overlayfs does the same), and fixes one left at 000.
+    let root = rustix::process::geteuid().is_root();
+    let mode = if root { Mode::empty() } else { Mode::RWXU };
+    match rustix::fs::mkdirat(wroot.fd(), WORK_SUBDIR, mode) {
+        Ok(()) => {}
+        Err(Errno::EXIST) if !root => {
+            let st = crate::sys::lstat_at(wroot.fd(), WORK_SUBDIR)
+                .map_err(|e| Error::io("stat", wroot.path.join("work"), e.into()))?;
+            let mine = st.st_uid == rustix::process::geteuid().as_raw();
+            if mine && st.st_mode & 0o700 != 0o700 && crate::sys::file_type(&st).is_dir() {
+                crate::sys::nofollow::chmod_at(wroot.fd(), WORK_SUBDIR, 0o700)
+                    .map_err(|e| Error::io("chmod", wroot.path.join("work"), e.into()))?;
+            }
+        }
+        Err(Errno::EXIST) => {}
         Err(e) => {
             return Err(Error::io("create", wroot.path.join("work"), e.into()));
         }

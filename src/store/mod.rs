@@ -60,7 +60,7 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 impl Store {
     /// /var/lib/layerfs for root, else $XDG_DATA_HOME/layerfs or ~/.local/share/layerfs.
     pub fn default_root() -> PathBuf {
-        if rustix::process::geteuid().is_root() {
+        if crate::sys::is_host_root() {
             return PathBuf::from("/var/lib/layerfs");
         }
         if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {

@@ -233,3 +233,45 @@ pub fn zeroed_stat() -> Stat {
     // SAFETY: `Stat` is a plain C struct of integers, for which all-zero bytes are valid.
     unsafe { std::mem::zeroed() }
 }
+
+/// Is this process root of the whole machine (uid 0 in the initial user namespace)? Inside a
+/// user namespace (`unshare -r`, rootless podman) uid 0 is a normal user outside: it gets a
+/// normal user's store, runtime directory and xattr namespace.
+pub fn is_host_root() -> bool {
+    static HOST_ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HOST_ROOT.get_or_init(host_root_now)
+}
+
+fn host_root_now() -> bool {
+    if !rustix::process::geteuid().is_root() {
+        return false;
+    }
+    // The initial namespace maps every id to itself: "0 0 4294967295".
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(m) => {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f == ["0", "0", "4294967295"]
+        }
+        Err(_) => true,
+    }
+}
+
+/// This process's uid as the initial user namespace sees it (from /proc/self/uid_map): the
+/// same user inside and outside `unshare -r` names its private directories alike.
+pub fn outer_uid() -> u32 {
+    let me = rustix::process::geteuid().as_raw();
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    for line in map.lines() {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        if let [inside, outside, len] = f[..]
+            && u64::from(me) >= inside
+            && u64::from(me) - inside < len
+        {
+            return u32::try_from(outside + (u64::from(me) - inside)).unwrap_or(me);
+        }
+    }
+    me
+}
