@@ -121,3 +121,62 @@ impl Handles {
         self.map.write().remove(&fh)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::FileType;
+
+    fn e(name: &str) -> DirEntry {
+        DirEntry {
+            name: name.into(),
+            kind: FileType::RegularFile,
+            ino: 7,
+            lower_skip: 0,
+        }
+    }
+
+    fn listing(names: &[&str]) -> Listing {
+        Listing::new([e("."), e("..")], names.iter().map(|n| e(n)).collect())
+    }
+
+    fn names(l: &Listing, from: usize) -> Vec<String> {
+        l.entries[from..]
+            .iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_reader_resuming_in_a_changed_directory_sees_each_name_once() {
+        let all: Vec<String> = (0..200).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let old = listing(&refs);
+        assert_eq!(old.cookies[..2], [1, 2]);
+        assert!(old.cookies.windows(2).all(|w| w[0] < w[1]));
+        // Read 80 entries, then names are deleted (some already read, some not) and created.
+        let read = names(&old, 0)[..80].to_vec();
+        let offset = old.cookies[79];
+        let changed: Vec<&str> = refs
+            .iter()
+            .copied()
+            .filter(|n| !["n3", "n150", "n151"].contains(n))
+            .chain(["new1", "new2", "new3"])
+            .collect();
+        let new = listing(&changed);
+        let rest = names(&new, new.resume(offset));
+        for n in &rest {
+            assert!(!read.contains(n), "{n} listed twice");
+        }
+        // Every name that existed throughout and was not read yet comes in the rest.
+        for n in changed.iter().filter(|n| refs.contains(n)) {
+            assert!(
+                read.contains(&n.to_string()) || rest.contains(&n.to_string()),
+                "{n} lost"
+            );
+        }
+        assert!(!rest.iter().any(|n| n == "n150" || n == "n151"));
+        assert_eq!(new.resume(0), 0);
+        assert_eq!(new.resume(u64::MAX), new.entries.len());
+    }
+}

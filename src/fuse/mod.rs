@@ -706,6 +706,11 @@ impl fuser::Filesystem for LayerFs {
             Ok((_, None)) => return reply.error(Errno::EIO),
             Err(e) => return reply.error(e),
         };
+        // A new file has no capabilities: the kernel's question before the first write is
+        // answered without a syscall.
+        self.nocaps
+            .lock()
+            .insert(e.node.id, Arc::downgrade(&e.node));
         let (backing, fflags) = self.io_mode(e.node.id, true, || reply.open_backing(fd.as_fd()));
         let fh = self.handles.insert(Handle::File(FileH {
             node: e.node.clone(),
