@@ -11,7 +11,7 @@
 //! bench.rs      bench
 //! system.rs     version, info
 //! generate.rs   man pages and shell completions (hidden `generate`, for packagers)
-//! output.rs     tables, times, globs as the listings print them
+//! output.rs     tables, times, --format json as the listings print them
 //! template.rs   --format templates (Go text/template style)
 //! ```
 use std::ffi::OsString;
