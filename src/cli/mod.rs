@@ -6,10 +6,12 @@
 //! mod.rs        Cli, Command, fuse-overlayfs argv forms, dispatch
 //! mount.rs      mount, umount
 //! store.rs      load, images, inspect, history, tag, rmi, prune, df
-//! container.rs  create, ps, diff, commit, save, export, rm
+//! container.rs  create, ps, commit, save, export, rm
+//! inspect.rs    diff, layers, efficiency, explore (inspect/explore.rs: its ratatui front end)
 //! registry.rs   pull, push, login, logout
 //! bench.rs      bench
 //! system.rs     version, info
+//! fsck.rs       fsck [--repair] [--deep]
 //! generate.rs   man pages and shell completions (hidden `generate`, for packagers)
 //! output.rs     tables, times, --format json as the listings print them
 //! template.rs   --format templates (Go text/template style)
@@ -24,7 +26,10 @@ use crate::{Error, Result};
 
 pub mod bench;
 pub mod container;
+pub mod fsck;
 pub mod generate;
+pub mod inspect;
+pub mod lazy;
 pub mod mount;
 pub mod output;
 pub mod registry;
@@ -64,12 +69,16 @@ pub enum Command {
     Version(system::VersionArgs),
     /// Show the store, the runtime directory and the kernel features layerfs sees
     Info(system::InfoArgs),
+    #[command(flatten)]
+    Inspect(inspect::InspectCommand),
     /// Manage containers as a group (prune)
     #[command(name = "container", subcommand)]
     ContainerGroup(container::ContainerGroup),
     /// Store-wide housekeeping: prune, df
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Check the store's records, blobs and layers; --repair fixes what it can
+    Fsck(fsck::FsckArgs),
     /// Write man pages or shell completions (for packagers)
     #[command(subcommand, hide = true)]
     Generate(generate::GenerateCommand),
@@ -122,6 +131,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Registry(cmd) => registry::run(&root, cmd),
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
+        Command::Fsck(a) => fsck::run(&root, &a),
+        Command::Inspect(cmd) => inspect::run(&root, cmd),
         Command::Generate(cmd) => generate::run(cmd),
         Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
         Command::System(cmd) => system::system(&root, cmd),

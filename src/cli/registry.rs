@@ -44,6 +44,7 @@ impl TlsArgs {
     fn client(&self) -> ClientOptions {
         ClientOptions {
             tls_verify: self.tls_verify,
+            ..ClientOptions::default()
         }
     }
 }
@@ -73,6 +74,8 @@ pub struct PushArgs {
     /// Print only errors and the digest
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub seekable: crate::cli::lazy::SeekableArg,
 }
 
 #[derive(Debug, Args)]
@@ -135,7 +138,15 @@ fn pull_cmd(root: &Path, files: &AuthFiles, a: &PullArgs, out: &mut dyn Write) -
 
 fn push_cmd(root: &Path, files: &AuthFiles, a: &PushArgs, out: &mut dyn Write) -> Result<()> {
     let store = Store::open(root, LockMode::Shared)?;
-    let img = store.resolve(&a.image)?;
+    let mut img = store.resolve(&a.image)?;
+    // The manifest this name was loaded with (when it still names the kept blobs, push sends
+    // it unchanged), as `save NAME` writes it.
+    if let Some(m) = Reference::parse(&a.image)
+        .ok()
+        .and_then(|r| img.manifests.get(&r.to_string()).cloned())
+    {
+        img.manifest = Some(m);
+    }
     let dest = match &a.destination {
         Some(d) => Reference::parse(d)?,
         None => {
@@ -157,6 +168,7 @@ fn push_cmd(root: &Path, files: &AuthFiles, a: &PushArgs, out: &mut dyn Write) -
     let opts = PushOptions {
         client: a.tls.client(),
         progress: progress(a.quiet),
+        compression: a.seekable.compression,
         ..PushOptions::default()
     };
     let mut sink = std::io::sink();

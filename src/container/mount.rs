@@ -210,6 +210,7 @@ pub fn mount(
     match resolve_target(&store, target)? {
         Target::Image(img, _) if mode.read_only => {
             let mut o = opts;
+            store.check_layers_present(&img)?;
             o.lowerdirs = store.lowerdirs(&img);
             if o.lowerdirs.is_empty() {
                 return Err(Error::Usage(format!(

@@ -177,8 +177,12 @@ impl Store {
                 .transpose()?,
         };
         let mut by_id: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
-        for (name, id) in self.refs()? {
-            by_id.entry(id).or_default().push(Reference::parse(&name)?);
+        // Damage is named in warnings and the rest listed (see `health`).
+        for (name, id) in self.refs_for_listing()? {
+            match Reference::parse(&name) {
+                Ok(r) => by_id.entry(id).or_default().push(r),
+                Err(e) => log::warn!("refs.json: skipping name {name:?}: {e}"),
+            }
         }
         let mut rows = Vec::new();
         for img in self.images()? {
@@ -186,7 +190,20 @@ impl Store {
             if filter.dangling.is_some_and(|d| d != names.is_empty()) {
                 continue;
             }
-            let config = ImageConfig::parse(&self.read_blob(&img.id)?, img.id.as_str())?;
+            let config = match self
+                .read_blob(&img.id)
+                .and_then(|b| ImageConfig::parse(&b, img.id.as_str()))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!(
+                        "image {}: {e}; {}",
+                        img.id.short(),
+                        super::health::FSCK_HINT
+                    );
+                    continue;
+                }
+            };
             if !by_config.keeps(&config) {
                 continue;
             }
