@@ -22,6 +22,10 @@ const PUNCH_HOLE: u32 = 0x02;
 const ZERO_RANGE: u32 = 0x10;
 const MIB: u64 = 1 << 20;
 
+const CAP: &str = "security.capability";
+/// A VFS_CAP_REVISION_2 value, effective, CAP_NET_BIND_SERVICE permitted (20 bytes, ASCII).
+const CAP_V: &str = "\u{1}\0\0\u{2}\0\u{4}\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
 fn sc(name: &'static str, ops: Vec<Op>) -> Scenario {
     scf(name, base, ops)
 }
@@ -265,6 +269,9 @@ fn scenarios() -> Vec<Scenario> {
         sc("user_denied", vec![as_user(1000, 1000, write("f", "x")), as_user(1000, 1000, read("secret")), as_user(1000, 1000, unlink("f")), as_user(1000, 1000, mkdir("d/n", 0o755)), as_user(1000, 1000, chmod("f", 0o777)), as_user(1000, 1000, chown("userdir/own", 0, 0)), read("f")]),
         sc("user_write_own", vec![as_user(1000, 1000, append("userdir/own", "x")), read("userdir/own"), stat("userdir/own"), as_user(1000, 1000, write("userdir/new", "n")), stat("userdir/new")]),
         sc("user_write_clears_suid", vec![as_user(1000, 1000, append("usuid", "x")), stat("usuid")]),
+        // A write clears security.capability (the kernel asks for it before every write; the
+        // daemon remembers a file's "none" until a setxattr): set, write, set again, write.
+        sc("write_clears_caps", vec![getx("f", CAP), setx("f", CAP, CAP_V), getx("f", CAP), append("f", "x"), getx("f", CAP), append("f", "y"), setx("f", CAP, CAP_V), getx("f", CAP), append("f", "z"), getx("f", CAP), read("f"), setx("usuid", CAP, CAP_V), as_user(1000, 1000, append("usuid", "x")), stat("usuid"), getx("usuid", CAP)]),
         sc("user_chmod_own", vec![as_user(1000, 1000, chmod("userdir/own", 0o600)), stat("userdir/own"), as_user(1000, 1000, chmod("userdir", 0o700)), stat("userdir"), as_user(1000, 1000, setx("userdir/own", "user.u", "1")), listx("userdir/own")]),
         sc("user_sticky", vec![as_user(1000, 1000, unlink("sticky/rootfile")), as_user(1000, 1000, write("sticky/mine", "m")), as_user(1000, 1000, unlink("sticky/mine")), readdir("sticky")]),
         sc("setgid_dir_inherit", vec![write("sgiddir/f", "f"), stat("sgiddir/f"), mkdir("sgiddir/d", 0o755), stat("sgiddir/d"), as_user(1000, 1000, write("pub/x", "x")), stat("pub/x")]),

@@ -329,7 +329,7 @@ impl<'a> Datasets<'a> {
                 }
                 let rel = PathBuf::from(format!(
                     "t{}/s{:02}/f{depth}_{k:06}",
-                    rng.below(10),
+                    rng.below(5),
                     rng.below(subdirs as u64)
                 ));
                 let p = layer.join(&rel);

@@ -339,6 +339,16 @@ fn stat_storm(mnt: &Path, expected: usize, env: &Env) -> Result<Vec<Measure>> {
             mnt.display()
         )));
     }
+    let files = count_files(mnt)?;
+    let cache2 = env.cold_start()?;
+    let (f1, find_first) = timed(|| find_files(mnt))?;
+    let (f2, find_again) = timed(|| find_files(mnt))?;
+    if f1 != files || f2 != files {
+        return Err(mismatch(format!(
+            "find -type f in {} printed {f1} then {f2} files, a walk counts {files}",
+            mnt.display()
+        )));
+    }
     Ok(vec![
         measure(
             "walk + lstat every entry, first after mount",
@@ -347,7 +357,47 @@ fn stat_storm(mnt: &Path, expected: usize, env: &Env) -> Result<Vec<Measure>> {
             1,
         ),
         measure("walk + lstat every entry, repeated", Cache::Warm, again, 1),
+        measure("find -type f, caches dropped", cache2, find_first, 1),
+        measure("find -type f, repeated", Cache::Warm, find_again, 1),
     ])
+}
+
+/// Regular files under `root`, counted by a walk (the reference for `find`).
+fn count_files(root: &Path) -> Result<usize> {
+    let mut stack = vec![root.to_path_buf()];
+    let mut n = 0;
+    while let Some(dir) = stack.pop() {
+        for e in io("read directory", &dir, std::fs::read_dir(&dir))? {
+            let e = io("read directory", &dir, e)?;
+            let t = io("stat", &e.path(), e.file_type())?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// GNU `find DIR -type f`; returns how many lines it printed.
+fn find_files(root: &Path) -> Result<usize> {
+    let out = io(
+        "run find in",
+        root,
+        std::process::Command::new("find")
+            .arg(root)
+            .args(["-type", "f"])
+            .output(),
+    )?;
+    if !out.status.success() {
+        return Err(mismatch(format!(
+            "find {} -type f failed: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout.iter().filter(|&&b| b == b'\n').count())
 }
 
 fn read_all(p: &Path, ctl: &Ctl) -> Result<u64> {

@@ -1,17 +1,23 @@
 //! Directory listings: READDIR and READDIRPLUS from a snapshot taken at opendir (and again on a
-//! rewind to offset 0), "." and ".." first; offsets are index + 1.
+//! rewind to offset 0), in the cookie order of `handles::Listing`; offsets are cookies.
+//!
+//! The kernel keeps what it read in its own directory cache (opendir answers CACHE_DIR and
+//! KEEP_CACHE) until the directory changes: every create, unlink, rename or link through the
+//! mount bumps the directory's version in the kernel, which then refills the cache from us.
+//! Changes never come from elsewhere (the layers are only changed through the mount, as with
+//! the day-long attribute cache).
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{Errno, FileHandle, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 
-use super::handles::{DirH, Handle};
+use super::handles::{DirH, Handle, Listing};
 use super::{Inner, attr, errno};
 use crate::overlay::node::Node;
 use crate::overlay::readdir::DirEntry;
 
 impl Inner {
-    pub(super) fn list_with_dots(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>, crate::Error> {
+    pub(super) fn list_with_dots(&self, node: &Arc<Node>) -> Result<Listing, crate::Error> {
         let parent = node
             .state()
             .links
@@ -24,9 +30,11 @@ impl Inner {
             ino,
             lower_skip: 0,
         };
-        let mut v = vec![dot(".", node.ino()), dot("..", parent)];
-        v.extend(self.ov.list_dir(node)?);
-        Ok(v)
+        let names = self.ov.list_dir(node)?;
+        Ok(Listing::new(
+            [dot(".", node.ino()), dot("..", parent)],
+            names,
+        ))
     }
 
     /// Runs `f` on the directory handle `fh` and its listing from `offset` on.
@@ -34,27 +42,25 @@ impl Inner {
         &self,
         fh: FileHandle,
         offset: u64,
-        f: impl FnOnce(&DirH, &[DirEntry]),
+        f: impl FnOnce(&DirH, &[u64], &[DirEntry]),
     ) -> Result<(), Errno> {
         let h = self.file(fh)?;
         let Handle::Dir(d) = &*h else {
             return Err(Errno::ENOTDIR);
         };
-        let mut entries = d.entries.lock();
-        if offset == 0 {
-            *entries = self.list_with_dots(&d.node).map_err(errno)?;
-        }
-        let from = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(entries.len());
-        f(d, &entries[from..]);
+        let mut slot = d.entries.lock();
+        let entries = match &mut *slot {
+            Some(l) if offset != 0 => l,
+            _ => slot.insert(self.list_with_dots(&d.node).map_err(errno)?),
+        };
+        let from = entries.resume(offset);
+        f(d, &entries.cookies[from..], &entries.entries[from..]);
         Ok(())
     }
 
     pub(super) fn list(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = self.with_listing(fh, offset, |_, entries| {
-            for (i, e) in entries.iter().enumerate() {
-                let off = offset + i as u64 + 1;
+        let r = self.with_listing(fh, offset, |_, cookies, entries| {
+            for (&off, e) in cookies.iter().zip(entries) {
                 if reply.add(INodeNo(e.ino), off, attr::kind(e.kind), &e.name) {
                     break;
                 }
@@ -67,9 +73,9 @@ impl Inner {
     }
 
     pub(super) fn list_plus(&self, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let r = self.with_listing(fh, offset, |d, entries| {
-            for (i, e) in entries.iter().enumerate() {
-                if self.add_plus(&mut reply, d, e, offset + i as u64 + 1) {
+        let r = self.with_listing(fh, offset, |d, cookies, entries| {
+            for (&off, e) in cookies.iter().zip(entries) {
+                if self.add_plus(&mut reply, d, e, off) {
                     break;
                 }
             }

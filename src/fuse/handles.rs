@@ -30,9 +30,59 @@ pub struct FileH {
 #[derive(Debug)]
 pub struct DirH {
     pub node: Arc<Node>,
-    /// The merged listing, taken at opendir and again on a rewind to offset 0;
-    /// "." and ".." first. Offsets handed to the kernel are index + 1.
-    pub entries: Mutex<Vec<DirEntry>>,
+    /// The merged listing, taken on the first read and again on a rewind to offset 0 (not at
+    /// opendir: the kernel often answers from its own cache and never reads).
+    pub entries: Mutex<Option<Listing>>,
+}
+
+/// A directory listing in cookie order: "." (cookie 1), ".." (2), then every name under a
+/// cookie derived from the name alone. The offset handed to the kernel after an entry is its
+/// cookie, and a read from offset X resumes at the first cookie above X: so an offset stays
+/// valid across snapshots, while names are created and deleted (a deleted name is skipped, no
+/// name is listed twice), and across the kernel's own directory cache being refilled.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub cookies: Vec<u64>,
+    pub entries: Vec<DirEntry>,
+}
+
+/// FNV-1a of the name, kept in 3..2^62 (positive as an `off_t`, clear of "." and "..").
+pub fn cookie(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h >> 2).max(3)
+}
+
+impl Listing {
+    /// Orders `dots` ("." and "..") and then `names` by cookie. Two names with one cookie
+    /// (about one in 10^14 pairs) get consecutive cookies, so both are listed.
+    pub fn new(dots: [DirEntry; 2], names: Vec<DirEntry>) -> Listing {
+        use std::os::unix::ffi::OsStrExt;
+        let mut keyed: Vec<(u64, DirEntry)> = names
+            .into_iter()
+            .map(|e| (cookie(e.name.as_bytes()), e))
+            .collect();
+        keyed.sort_by_key(|(c, _)| *c);
+        let [dot, dotdot] = dots;
+        let mut l = Listing {
+            cookies: vec![1, 2],
+            entries: vec![dot, dotdot],
+        };
+        for (c, e) in keyed {
+            let prev = l.cookies.last().copied().unwrap_or(0);
+            l.cookies.push(c.max(prev + 1));
+            l.entries.push(e);
+        }
+        l
+    }
+
+    /// Where a read from kernel offset `offset` starts.
+    pub fn resume(&self, offset: u64) -> usize {
+        self.cookies.partition_point(|&c| c <= offset)
+    }
 }
 
 #[derive(Debug)]
@@ -69,5 +119,64 @@ impl Handles {
 
     pub fn remove(&self, fh: Fh) -> Option<Arc<Handle>> {
         self.map.write().remove(&fh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::FileType;
+
+    fn e(name: &str) -> DirEntry {
+        DirEntry {
+            name: name.into(),
+            kind: FileType::RegularFile,
+            ino: 7,
+            lower_skip: 0,
+        }
+    }
+
+    fn listing(names: &[&str]) -> Listing {
+        Listing::new([e("."), e("..")], names.iter().map(|n| e(n)).collect())
+    }
+
+    fn names(l: &Listing, from: usize) -> Vec<String> {
+        l.entries[from..]
+            .iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_reader_resuming_in_a_changed_directory_sees_each_name_once() {
+        let all: Vec<String> = (0..200).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let old = listing(&refs);
+        assert_eq!(old.cookies[..2], [1, 2]);
+        assert!(old.cookies.windows(2).all(|w| w[0] < w[1]));
+        // Read 80 entries, then names are deleted (some already read, some not) and created.
+        let read = names(&old, 0)[..80].to_vec();
+        let offset = old.cookies[79];
+        let changed: Vec<&str> = refs
+            .iter()
+            .copied()
+            .filter(|n| !["n3", "n150", "n151"].contains(n))
+            .chain(["new1", "new2", "new3"])
+            .collect();
+        let new = listing(&changed);
+        let rest = names(&new, new.resume(offset));
+        for n in &rest {
+            assert!(!read.contains(n), "{n} listed twice");
+        }
+        // Every name that existed throughout and was not read yet comes in the rest.
+        for n in changed.iter().filter(|n| refs.contains(n)) {
+            assert!(
+                read.contains(&n.to_string()) || rest.contains(&n.to_string()),
+                "{n} lost"
+            );
+        }
+        assert!(!rest.iter().any(|n| n == "n150" || n == "n151"));
+        assert_eq!(new.resume(0), 0);
+        assert_eq!(new.resume(u64::MAX), new.entries.len());
     }
 }

@@ -58,7 +58,12 @@ pub struct Inner {
     passthrough: AtomicBool,
     /// The I/O mode of every inode with open files (see `io_mode`).
     iomodes: Mutex<HashMap<NodeId, IoMode>>,
+    /// Nodes known to have no `security.capability` (see `getxattr`).
+    nocaps: Mutex<HashMap<NodeId, Weak<Node>>>,
 }
+
+/// The xattr the kernel asks for before every write to a file, to clear it if present.
+const CAPS: &[u8] = b"security.capability";
 
 /// Answers an empty reply with the outcome.
 fn done(reply: ReplyEmpty, r: Result<(), Errno>) {
@@ -88,6 +93,7 @@ impl LayerFs {
             want_passthrough: passthrough,
             passthrough: AtomicBool::new(false),
             iomodes: Mutex::new(HashMap::new()),
+            nocaps: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -144,6 +150,23 @@ impl Inner {
             Duration::ZERO
         } else {
             self.ttl
+        }
+    }
+
+    /// Whether `n` (this very node, not an earlier one under its id) has no capability xattr.
+    fn known_nocaps(&self, n: &Arc<Node>) -> bool {
+        self.nocaps
+            .lock()
+            .get(&n.id)
+            .and_then(Weak::upgrade)
+            .is_some_and(|m| Arc::ptr_eq(&m, n))
+    }
+
+    /// Before a set or removal of `name`: capabilities may appear or vanish anywhere (hard
+    /// links share them), so every remembered "none" is dropped.
+    fn caps_changed(&self, name: &OsStr) {
+        if name.as_encoded_bytes() == CAPS {
+            self.nocaps.lock().clear();
         }
     }
 
@@ -209,6 +232,13 @@ impl fuser::Filesystem for LayerFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.ov.forget(NodeId(ino.0), nlookup);
+        let mut nc = self.nocaps.lock();
+        if nc
+            .get(&NodeId(ino.0))
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            nc.remove(&NodeId(ino.0));
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -467,7 +497,9 @@ impl fuser::Filesystem for LayerFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do on close (writes are not buffered here, and POSIX locks are the
+        // kernel's): ENOSYS tells the kernel so, and it sends no FLUSH on any later close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -518,14 +550,18 @@ impl fuser::Filesystem for LayerFs {
             if !n.is_dir() {
                 return Err(Errno::ENOTDIR);
             }
-            let entries = self.list_with_dots(&n).map_err(errno)?;
             Ok(self.handles.insert(Handle::Dir(DirH {
                 node: n,
-                entries: Mutex::new(entries),
+                entries: Mutex::new(None),
             })))
         });
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            // The kernel may keep the listing (see dir.rs): it drops it itself when the
+            // directory changes through the mount, the only way it changes.
+            Ok(fh) => reply.opened(
+                FileHandle(fh.0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -605,6 +641,7 @@ impl fuser::Filesystem for LayerFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.caps_changed(name);
         let r = self.node(ino).and_then(|n| {
             let name = Overlay::xattr_name(name).map_err(errno)?;
             self.ov.setxattr(&n, &name, value, flags).map_err(errno)
@@ -612,10 +649,21 @@ impl fuser::Filesystem for LayerFs {
         done(reply, r)
     }
 
+    /// The kernel asks for `security.capability` before every write (to clear it), so a
+    /// file's "none" is remembered: it can only appear through setxattr on this mount (a
+    /// copy-up copies the same value), which forgets every remembered answer.
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let caps = name.as_encoded_bytes() == CAPS;
         let r = self.node(ino).and_then(|n| {
-            let name = Overlay::xattr_name(name).map_err(errno)?;
-            self.ov.getxattr(&n, &name).map_err(errno)
+            if caps && self.known_nocaps(&n) {
+                return Err(Errno::NO_XATTR);
+            }
+            let cname = Overlay::xattr_name(name).map_err(errno)?;
+            let r = self.ov.getxattr(&n, &cname).map_err(errno);
+            if caps && matches!(&r, Err(e) if *e == Errno::NO_XATTR) {
+                self.nocaps.lock().insert(n.id, Arc::downgrade(&n));
+            }
+            r
         });
         reply_xattr(reply, r, size);
     }
@@ -628,6 +676,7 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.caps_changed(name);
         let r = self.node(ino).and_then(|n| {
             let name = Overlay::xattr_name(name).map_err(errno)?;
             self.ov.removexattr(&n, &name).map_err(errno)
@@ -659,6 +708,11 @@ impl fuser::Filesystem for LayerFs {
             Ok((_, None)) => return reply.error(Errno::EIO),
             Err(e) => return reply.error(e),
         };
+        // A new file has no capabilities: the kernel's question before the first write is
+        // answered without a syscall.
+        self.nocaps
+            .lock()
+            .insert(e.node.id, Arc::downgrade(&e.node));
         let (backing, fflags) = self.io_mode(e.node.id, true, || reply.open_backing(fd.as_fd()));
         let fh = self.handles.insert(Handle::File(FileH {
             node: e.node.clone(),
