@@ -66,7 +66,22 @@ impl Overlay {
         let (uid, gid, mode) = new_owner(&pstat, caller, what, mode);
         let fd = match probe(upper.as_fd(), &cname, name)? {
             Probe::Present(_) => return Err(Error::Sys(Errno::EXIST)),
-            Probe::Missing => make(upper.as_fd(), &cname, what, mode, uid, gid)?,
+            Probe::Missing => {
+                let fd = make(upper.as_fd(), &cname, what, mode, uid, gid)?;
+                if matches!(what, NewKind::Dir)
+                    && self.redirect_dir
+                    && !parent.state().lowers.is_empty()
+                {
+                    // As the kernel when offline changes to the layers are not allowed
+                    // (redirect_dir=on): a new directory in a merged one is marked opaque
+                    // (an optimisation there, allowed to fail).
+                    let t = Target::At(upper.as_fd(), &cname);
+                    if let Err(e) = nofollow::set_xattr(t, self.opaque_xattr(), b"y", 0) {
+                        log::debug!("opaque on a new directory: {e}");
+                    }
+                }
+                fd
+            }
             Probe::Whiteout => {
                 let work = self.writable()?.work.fd();
                 let tmp = self.tmp_name();

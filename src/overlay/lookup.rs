@@ -7,7 +7,7 @@
 //!   a whiteout or a non-directory;
 //! - an upper non-directory also notes the topmost lower file of the same type at that path
 //!   (its copy-up origin), whose inode number keeps `st_ino` stable across copy-up and remount.
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use rustix::io::Errno;
 
 use super::layer::LowerIdx;
 use super::node::{Node, NodeId, NodeState};
+use super::redirect::{self, Redirect, Value};
 use super::{Entry, Overlay, Which, whiteout};
 use crate::{Error, Result, sys};
 
@@ -25,7 +26,8 @@ enum Upper {
     Hidden,
     Missing,
     Final(Resolved),
-    Merge(Resolved),
+    /// With the redirect a directory carries, if any.
+    Merge(Resolved, Option<Value>),
 }
 
 /// What one layer holds at a name.
@@ -49,6 +51,15 @@ pub(super) struct Resolved {
     /// Directories: the directory's fd in every layer merged into it (upper first), opened
     /// no-follow while resolving; they become the node's cached fds.
     pub fds: Vec<(Which, Arc<OwnedFd>)>,
+    /// An upper directory with a redirect: where its lower copies were looked for.
+    pub redirect: Option<Arc<Redirect>>,
+}
+
+/// Where the lower layers are probed for a name: at the name in the parent's lower
+/// directories, or (an absolute redirect) at a path from each lower layer's root.
+enum Loc<'a> {
+    Here(&'a CStr, &'a OsStr),
+    Abs(&'a [OsString]),
 }
 
 /// What directory `dir` holds at `name`: an entry, a whiteout (char 0/0, or `.wh.name`), or
@@ -103,23 +114,86 @@ impl Overlay {
     ) -> Result<Option<Resolved>> {
         let cname = sys::cstr(name)?;
         let mut found: Option<Resolved> = None;
+        let mut redirect_to: Option<Value> = None;
         if pst.upper {
             match self.resolve_upper(parent, &cname, name)? {
                 Upper::Hidden => return Ok(None),
                 Upper::Missing => {}
                 Upper::Final(r) => return Ok(Some(r)),
-                Upper::Merge(r) => found = Some(r),
+                Upper::Merge(r, v) => {
+                    found = Some(r);
+                    redirect_to = v;
+                }
             }
         }
-        for &li in pst.lowers.iter().skip(lower_skip) {
-            let st = match self.probe_lower(parent, li, &cname, name)? {
-                Probe::Whiteout => break,
-                Probe::Missing => continue,
-                Probe::Present(st) => st,
+        let Some(v) = redirect_to else {
+            let layers = pst.lowers.iter().skip(lower_skip).copied();
+            self.resolve_lowers(parent, layers, Loc::Here(&cname, name), &mut found)?;
+            return Ok(found);
+        };
+        // A redirected upper directory: its lower copies are where the redirect says.
+        let rd = Arc::new(redirect::resolve_value(v, || self.lower_path(parent))?);
+        if let Some(f) = &mut found {
+            f.redirect = Some(rd.clone());
+        }
+        if rd.absolute {
+            let all = (0..self.lowers.len()).map(|i| LowerIdx(i as u16));
+            self.resolve_lowers(parent, all, Loc::Abs(&rd.path), &mut found)?;
+        } else if let Some(last) = rd.path.last() {
+            let c = sys::cstr(last)?;
+            let layers = pst.lowers.iter().copied();
+            self.resolve_lowers(parent, layers, Loc::Here(&c, last), &mut found)?;
+        }
+        Ok(found)
+    }
+
+    /// What lower layer `li` holds at `loc`, and (for `Loc::Abs`) the directory it is in.
+    fn probe_loc(
+        &self,
+        parent: &Arc<Node>,
+        li: LowerIdx,
+        loc: &Loc<'_>,
+    ) -> Result<(Probe, Option<OwnedFd>)> {
+        match loc {
+            Loc::Here(cname, name) => Ok((self.probe_lower(parent, li, cname, name)?, None)),
+            Loc::Abs(path) => {
+                let Some((last, dirs)) = path.split_last() else {
+                    return Ok((Probe::Missing, None));
+                };
+                let Some(dir) = self.walk_lower(li, dirs)? else {
+                    return Ok((Probe::Missing, None));
+                };
+                let p = probe(dir.as_fd(), &sys::cstr(last)?, last)?;
+                Ok((p, Some(dir)))
+            }
+        }
+    }
+
+    /// The lower half of a resolution: `layers` probed top first at `loc`, merged into `found`.
+    fn resolve_lowers(
+        &self,
+        parent: &Arc<Node>,
+        layers: impl Iterator<Item = LowerIdx>,
+        loc: Loc<'_>,
+        found: &mut Option<Resolved>,
+    ) -> Result<()> {
+        let open_child = |li: LowerIdx, dir: &Option<OwnedFd>| match (&loc, dir) {
+            (Loc::Here(cname, _), _) => self.open_lower_child(parent, li, cname),
+            (Loc::Abs(path), Some(d)) => {
+                let last = path.last().ok_or(Error::Sys(Errno::STALE))?;
+                open_merged_dir(d.as_fd(), &sys::cstr(last)?)
+            }
+            (Loc::Abs(_), None) => Err(Error::Sys(Errno::STALE)),
+        };
+        for li in layers {
+            let (st, dir) = match self.probe_loc(parent, li, &loc)? {
+                (Probe::Whiteout, _) => break,
+                (Probe::Missing, _) => continue,
+                (Probe::Present(st), dir) => (st, dir),
             };
             let kind = sys::file_type(&st);
             let w = Which::Lower(li);
-            match &mut found {
+            match found {
                 None => {
                     let mut r = Resolved {
                         kind,
@@ -128,14 +202,15 @@ impl Overlay {
                         lowers: vec![li],
                         origin: None,
                         fds: Vec::new(),
+                        redirect: None,
                     };
                     let mut stop = kind != FileType::Directory;
                     if !stop {
-                        let (fd, opaque) = self.open_lower_child(parent, li, &cname)?;
+                        let (fd, opaque) = open_child(li, &dir)?;
                         r.fds.push((w, fd));
                         stop = opaque;
                     }
-                    found = Some(r);
+                    *found = Some(r);
                     if stop {
                         break;
                     }
@@ -148,7 +223,7 @@ impl Overlay {
                         f.origin = Some((st.st_dev, st.st_ino, st.st_nlink));
                     }
                     f.lowers.push(li);
-                    let (fd, opaque) = self.open_lower_child(parent, li, &cname)?;
+                    let (fd, opaque) = open_child(li, &dir)?;
                     f.fds.push((w, fd));
                     if opaque {
                         break;
@@ -163,7 +238,7 @@ impl Overlay {
                 }
             }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// What the upper layer holds at `name` in `parent`.
@@ -182,19 +257,24 @@ impl Overlay {
             lowers: Vec::new(),
             origin: None,
             fds: Vec::new(),
+            redirect: None,
         };
         if kind != FileType::Directory {
-            return Ok(Upper::Merge(r));
+            return Ok(Upper::Merge(r, None));
         }
         let (fd, opaque) = open_merged_dir(ufd.as_fd(), cname)?;
         // The fd's own stat: the inode registered for the node is the one the fd holds.
         r.stat = rustix::fs::fstat(&*fd)?;
-        r.fds.push((Which::Upper, fd));
-        Ok(if opaque {
-            Upper::Final(r)
+        let rd = if opaque {
+            None
         } else {
-            Upper::Merge(r)
-        })
+            self.read_redirect(fd.as_fd())?
+        };
+        r.fds.push((Which::Upper, fd));
+        if opaque {
+            return Ok(Upper::Final(r));
+        }
+        Ok(Upper::Merge(r, rd))
     }
 
     fn open_lower_child(
@@ -312,6 +392,7 @@ impl Overlay {
             upper: r.upper,
             lowers: r.lowers.clone(),
             upper_ino: None,
+            redirect: r.redirect.clone(),
         };
         let node = self.nodes.lookup_or_insert(id, ino, r.kind, make);
         node.update(|s| {
@@ -319,6 +400,7 @@ impl Overlay {
             if r.upper || !s.upper {
                 s.upper = r.upper;
                 s.lowers = r.lowers.clone();
+                s.redirect = r.redirect.clone();
             }
         });
         node.add_link(parent, name);

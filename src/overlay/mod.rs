@@ -50,6 +50,7 @@ pub mod lookup;
 pub mod node;
 pub mod place;
 pub mod readdir;
+pub mod redirect;
 pub mod rename;
 mod setup;
 pub mod whiteout;
@@ -75,6 +76,8 @@ pub struct Config {
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
     pub userxattr: bool,
+    /// Rename merged and lower directories with redirects (`redirect.rs`); off: EXDEV.
+    pub redirect_dir: bool,
     pub fsync: bool,
 }
 
@@ -104,6 +107,7 @@ pub struct Overlay {
     devs: Vec<u64>,
     opaque_xattr: &'static CStr,
     fsync: bool,
+    redirect_dir: bool,
     tmp_seq: AtomicU64,
 }
 
@@ -156,6 +160,7 @@ impl Overlay {
                 whiteout::TRUSTED_OPAQUE
             },
             fsync: cfg.fsync,
+            redirect_dir: cfg.redirect_dir && !cfg.userxattr,
             tmp_seq: AtomicU64::new(seed()),
         };
         let root_state = NodeState {
@@ -163,6 +168,7 @@ impl Overlay {
             upper: ov.rw.is_some(),
             lowers: (0..ov.lowers.len()).map(|i| LowerIdx(i as u16)).collect(),
             upper_ino: None,
+            redirect: None,
         };
         // The root shows the inode number of the upper root (else the top lower's), like
         // overlayfs; its node id is FUSE's fixed root id.

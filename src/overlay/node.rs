@@ -50,6 +50,8 @@ pub struct NodeState {
     pub lowers: Vec<LowerIdx>,
     /// The upper inode number, registered in `NodeTable::by_upper` while the node lives.
     pub upper_ino: Option<u64>,
+    /// Directories renamed with `redirect_dir`: where their lower copies are (`redirect.rs`).
+    pub redirect: Option<Arc<super::redirect::Redirect>>,
 }
 
 /// What one lower layer's copy of a directory holds, read once: lower layers never change,

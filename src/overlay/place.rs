@@ -126,6 +126,15 @@ impl Overlay {
             if let Some(fd) = cur.dir_fd(w) {
                 break DirFd::Shared(fd);
             }
+            // A redirected directory's lower copies are at its redirect, from the layer root.
+            if let Which::Lower(li) = w
+                && let Some(rd) = cur.state().redirect
+            {
+                let opened = self
+                    .walk_lower(li, &rd.path)?
+                    .ok_or(Error::Sys(Errno::STALE))?;
+                break DirFd::Shared(cur.keep_dir_fd(w, Arc::new(opened)));
+            }
             let link = cur
                 .state()
                 .links
