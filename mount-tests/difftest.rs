@@ -8,7 +8,7 @@
 mod common;
 
 use common::diff::{Scenario, run_all};
-use common::fixture::{Fixture, Style, base, dir, file, file_bytes, opaque, pattern, wh};
+use common::fixture::{Fixture, Style, base, dir, file, file_bytes, opaque, pattern, wh, xattr};
 use common::mount::Mode;
 use common::ops::*;
 use libc::{
@@ -105,6 +105,27 @@ fn with_upper() -> Fixture {
         dir("bd", 0o755),
         file("bd/new", "n\n"),
         file("f", "upper-f\n"),
+    ];
+    f
+}
+
+/// The base fixture with an upper dir that already holds redirected directories, as a kernel
+/// mounted with redirect_dir=on leaves them: `d` renamed to `rel` (relative redirect),
+/// `deep/a` moved to `bd/abs` (absolute), and a redirect to a path no lower layer has.
+fn with_redirects() -> Fixture {
+    let mut f = base();
+    f.upper = vec![
+        wh("d"),
+        dir("rel", 0o755),
+        xattr("rel", "trusted.overlay.redirect", "d"),
+        file("rel/up", "up\n"),
+        dir("deep", 0o755),
+        wh("deep/a"),
+        dir("bd", 0o755),
+        dir("bd/abs", 0o755),
+        xattr("bd/abs", "trusted.overlay.redirect", "/deep/a"),
+        dir("nowhere", 0o755),
+        xattr("nowhere", "trusted.overlay.redirect", "/no/such/dir"),
     ];
     f
 }
@@ -230,6 +251,8 @@ fn scenarios() -> Vec<Scenario> {
         sc("rdir_exchange", vec![rename_exchange("d", "bd"), readdir("d"), readdir("bd"), rename_exchange("opq", "xd"), readdir("opq"), readdir("xd")]),
         sc("rdir_noreplace_and_errors", vec![rename_noreplace("d", "bd"), rename("d", "bd"), rename("d", "d/sub/x"), rename_noreplace("d", "dd"), readdir("dd")]),
         sc("rdir_ino_keeps", vec![ino_save("d", 0), ino_save("d/top", 1), rename("d", "d2"), ino_same("d2", 0), ino_same("d2/top", 1)]),
+        scf("rdir_upper_has_redirects", with_redirects, vec![readdir(""), readdir("rel"), read("rel/top"), read("rel/up"), readdir("rel/sub"), readdir("bd/abs"), read("bd/abs/b/c/file"), readdir("deep"), readdir("nowhere"), lstat("d")]),
+        scf("rdir_upper_has_redirects_changes", with_redirects, vec![write("rel/top", "t"), unlink("rel/bottom"), rename("rel", "bd/rel2"), readdir("bd/rel2"), rename("bd/abs", "abs2"), readdir("abs2/b"), rmdir("nowhere"), readdir("")]),
         sc("rename_hidden_source", vec![rename("d/gone", "x"), rename("opq/old", "x")]),
         // Hard links.
         sc("link_lower_file", vec![link("f", "d/f2"), stat("f"), stat("d/f2"), ino_save("f", 0), ino_same("d/f2", 0)]),
