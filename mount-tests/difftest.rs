@@ -130,6 +130,36 @@ fn with_redirects() -> Fixture {
     f
 }
 
+/// Lower layers that were once an upper with redirect_dir=on: `r` (relative) and `sub/a`
+/// (absolute) redirect into the layer below, where a stale `r` must stay hidden.
+fn lower_redirects() -> Fixture {
+    Fixture {
+        lowers: vec![
+            vec![
+                dir("r", 0o755),
+                xattr("r", "trusted.overlay.redirect", "orig"),
+                file("r/top", "t\n"),
+                wh("orig"),
+                dir("sub", 0o755),
+                dir("sub/a", 0o755),
+                xattr("sub/a", "trusted.overlay.redirect", "/deep/x"),
+            ],
+            vec![
+                dir("orig", 0o755),
+                file("orig/low", "l\n"),
+                dir("orig/inner", 0o755),
+                file("orig/inner/f", "f\n"),
+                dir("deep", 0o755),
+                dir("deep/x", 0o755),
+                file("deep/x/y", "y\n"),
+                dir("r", 0o755),
+                file("r/hidden", "h\n"),
+            ],
+        ],
+        upper: vec![],
+    }
+}
+
 #[rustfmt::skip]
 fn scenarios() -> Vec<Scenario> {
     vec![
@@ -253,6 +283,8 @@ fn scenarios() -> Vec<Scenario> {
         sc("rdir_ino_keeps", vec![ino_save("d", 0), ino_save("d/top", 1), rename("d", "d2"), ino_same("d2", 0), ino_same("d2/top", 1)]),
         scf("rdir_upper_has_redirects", with_redirects, vec![readdir(""), readdir("rel"), read("rel/top"), read("rel/up"), readdir("rel/sub"), readdir("bd/abs"), read("bd/abs/b/c/file"), readdir("deep"), readdir("nowhere"), lstat("d")]),
         scf("rdir_upper_has_redirects_changes", with_redirects, vec![write("rel/top", "t"), unlink("rel/bottom"), rename("rel", "bd/rel2"), readdir("bd/rel2"), rename("bd/abs", "abs2"), readdir("abs2/b"), rmdir("nowhere"), readdir("")]),
+        scf("rdir_lower_has_redirects", lower_redirects, vec![readdir(""), readdir("r"), read("r/low"), readdir("r/inner"), read("r/inner/f"), lstat("r/hidden"), readdir("sub/a"), read("sub/a/y"), readdir("deep/x")]),
+        scf("rdir_lower_has_redirects_changes", lower_redirects, vec![write("r/inner/f", "n"), readdir("r"), rename("r", "r2"), readdir("r2/inner"), read("r2/low"), rename("sub/a", "a2"), readdir("a2"), Op::Remount, readdir("r2"), readdir("a2"), read("r2/inner/f")]),
         sc("rename_hidden_source", vec![rename("d/gone", "x"), rename("opq/old", "x")]),
         // Hard links.
         sc("link_lower_file", vec![link("f", "d/f2"), stat("f"), stat("d/f2"), ino_save("f", 0), ino_same("d/f2", 0)]),

@@ -169,6 +169,7 @@ impl Overlay {
             lowers: (0..ov.lowers.len()).map(|i| LowerIdx(i as u16)).collect(),
             upper_ino: None,
             redirect: None,
+            lower_at: Arc::default(),
         };
         // The root shows the inode number of the upper root (else the top lower's), like
         // overlayfs; its node id is FUSE's fixed root id.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use rustix::io::Errno;
 
 use super::layer::LowerIdx;
-use super::node::{Node, NodeId};
+use super::node::{LowerAt, Node, NodeId};
 use super::{Overlay, Which};
 use crate::sys::nofollow::{self, Target};
 use crate::{Error, Result, sys};
@@ -169,6 +169,7 @@ impl Overlay {
         old_name: &CStr,
         samedir: bool,
     ) -> Result<()> {
+        self.pin_lower_copies(node)?;
         let existing = node.state().redirect;
         if let Some(r) = &existing
             && (samedir || r.absolute)
@@ -201,6 +202,53 @@ impl Overlay {
             }))
         });
         Ok(())
+    }
+}
+
+impl Overlay {
+    /// Before `node` moves: records where each of its lower copies is from the layer root,
+    /// where its name would no longer lead (`LowerAt`), so `place.rs` still finds them.
+    fn pin_lower_copies(&self, node: &Arc<Node>) -> Result<()> {
+        let st = node.state();
+        let mut at = (*st.lower_at).clone();
+        for &li in &st.lowers {
+            if at.iter().any(|(l, _)| *l == li) {
+                if let Some((_, LowerAt::Name(_))) = at.iter().find(|(l, _)| *l == li) {
+                    let p = self.lower_path_in(node, li)?;
+                    at.retain(|(l, _)| *l != li);
+                    at.push((li, LowerAt::Path(p)));
+                }
+                continue;
+            }
+            at.push((li, LowerAt::Path(self.lower_path_in(node, li)?)));
+        }
+        node.update(|s| s.lower_at = Arc::new(at));
+        Ok(())
+    }
+
+    /// The path of `node`'s copy in lower layer `li`, from the layer root.
+    fn lower_path_in(&self, node: &Arc<Node>, li: LowerIdx) -> Result<Vec<OsString>> {
+        let mut names = Vec::new();
+        let mut cur = node.clone();
+        let mut base = Vec::new();
+        while cur.id != NodeId::ROOT {
+            let st = cur.state();
+            match st.lower_at.iter().find(|(l, _)| *l == li) {
+                Some((_, LowerAt::Path(p))) => {
+                    base = p.clone();
+                    break;
+                }
+                Some((_, LowerAt::Name(n))) => names.push(n.clone()),
+                None => {
+                    let link = st.links.first().ok_or(Error::Sys(Errno::STALE))?;
+                    names.push(link.name.clone());
+                }
+            }
+            let link = st.links.first().cloned().ok_or(Error::Sys(Errno::STALE))?;
+            cur = link.parent;
+        }
+        base.extend(names.into_iter().rev());
+        Ok(base)
     }
 }
 
