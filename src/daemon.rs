@@ -66,7 +66,12 @@ pub fn mount_overlay(
         return serve(ov, opts, &mnt, &run, None);
     }
     let (rd, wr) = rustix::pipe::pipe().map_err(|e| Error::io("pipe", "", e.into()))?;
-    match sys::fork().map_err(|e| Error::io("fork", "", e.into()))? {
+    // The one unsafe call outside `sys`: fork is sound only while single-threaded, which holds
+    // here (no thread has been started: the FUSE session's threads start in the child).
+    #[allow(unsafe_code)]
+    // SAFETY: the process is single-threaded at this point (see above).
+    let forked = unsafe { sys::fork() };
+    match forked.map_err(|e| Error::io("fork", "", e.into()))? {
         None => {
             drop(rd);
             let status = std::fs::File::from(wr);

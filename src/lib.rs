@@ -2,8 +2,9 @@
 //! a registry client and a benchmark. See README.md for the architecture.
 //!
 //! Lints: no `unsafe` outside `sys` (every syscall wrapper lives there, each block with a
-//! `// SAFETY:` line), and no unwrap/expect/panic outside tests (the daemon never panics).
-#![deny(unsafe_code)]
+//! `// SAFETY:` line, which clippy checks), and no unwrap/expect/panic outside tests (the daemon
+//! never panics).
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

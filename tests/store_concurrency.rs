@@ -111,9 +111,11 @@ fn killed_load_leaves_nothing_and_is_swept() {
 /// Starts a load into `root` and SIGKILLs it once it is extracting into staging; `None` when
 /// the load finished first.
 fn kill_while_extracting(root: &Path, dir: &Path, img: &TestImage) -> Option<PathBuf> {
+    // The chain ID before the load starts: hashing 400 MiB here takes about as long as the
+    // whole load (computed after the spawn, the first poll often came after the load ended).
+    let chain = img_chain(img);
     let mut child = load_cmd(root, dir).stdout(Stdio::null()).spawn().unwrap();
     let start = Instant::now();
-    let chain = img_chain(img);
     let staged = |root: &Path| {
         std::fs::read_dir(root.join("tmp"))
             .into_iter()

@@ -277,9 +277,11 @@ fn verification_failures_commit_nothing() {
             r.err
         );
         for sub in ["layers", "images", "tmp"] {
+            // A store always has a refs.json (`{}` when it has no names).
             let left: Vec<PathBuf> = std::fs::read_dir(root.join(sub))
                 .unwrap()
                 .map(|e| e.unwrap().path())
+                .filter(|p| !p.ends_with("images/refs.json"))
                 .collect();
             assert!(left.is_empty(), "{name}: {sub}/ not empty: {left:?}");
         }

@@ -1,5 +1,5 @@
 //! Mounting for the tests: which implementation, the guard that unmounts on drop, and readiness
-//! by polling `/proc/self/mountinfo`.
+//! by poll(2) on `/proc/self/mountinfo`.
 //!
 //! `Impl::under_test()` picks the implementation compared with the kernel:
 //! `LAYERFS_TEST_IMPL=layerfs` (default), `kernel` (the harness checked against itself; also
@@ -12,8 +12,8 @@ use rustix::mount::{MountFlags, UnmountFlags};
 
 /// How long a mount or an unmount may take to show in mountinfo before the test fails.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The pause between two reads of mountinfo while polling.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// The pause before retrying an unmount that found the mount busy.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Impl {
@@ -251,7 +251,7 @@ fn unmount_impl(imp: Impl, mnt: &Path) -> Result<(), String> {
                 match run_daemon_start(cmd, mnt, "layerfs umount") {
                     Ok(()) => break,
                     Err(e) if e.contains(" is busy") && Instant::now() < deadline => {
-                        std::thread::sleep(POLL_INTERVAL * 10)
+                        std::thread::sleep(BUSY_RETRY)
                     }
                     Err(e) => {
                         let _ = force_unmount(mnt);
@@ -272,7 +272,7 @@ fn unmount_retrying(mnt: &Path) -> Result<(), String> {
         match rustix::mount::unmount(mnt, UnmountFlags::empty()) {
             Ok(()) => return Ok(()),
             Err(rustix::io::Errno::BUSY) if Instant::now() < deadline => {
-                std::thread::sleep(POLL_INTERVAL * 10)
+                std::thread::sleep(BUSY_RETRY)
             }
             Err(e) => return Err(format!("umount {}: {e}", mnt.display())),
         }
@@ -285,59 +285,16 @@ pub fn force_unmount(mnt: &Path) -> Result<(), String> {
         .map_err(|e| format!("umount -l {}: {e}", mnt.display()))
 }
 
-/// Polls mountinfo until `mnt` is (or is no longer) a mount point.
+/// Waits until `mnt` is (or is no longer) a mount point: poll(2) on mountinfo, which wakes on
+/// every change of the mount table (layerfs's own `mountinfo` module, no sleeping).
 pub fn wait_for(mnt: &Path, present: bool) -> Result<(), String> {
-    let deadline = Instant::now() + MOUNT_TIMEOUT;
-    loop {
-        if mount_entry(mnt).is_some() == present {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not {} mountinfo within {MOUNT_TIMEOUT:?}",
-                mnt.display(),
-                if present { "appear in" } else { "leave" }
-            ));
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
+    layerfs::mountinfo::wait_for(mnt, present, MOUNT_TIMEOUT).map_err(|e| e.to_string())
 }
 
 /// The filesystem type of the topmost mount at exactly `mnt`, from /proc/self/mountinfo.
 pub fn mount_entry(mnt: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mnt.to_str()?;
-    let mut found = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.len() > 4 && unescape_mountinfo(fields[4]) == want {
-            found = fields.get(sep + 1).map(|s| s.to_string());
-        }
-    }
-    found
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let table = layerfs::mountinfo::read_mountinfo().ok()?;
+    layerfs::mountinfo::mount_at(&table, mnt).map(|m| m.fstype.clone())
 }
 
 /// The pids of processes whose command line mentions `mnt` (the FUSE daemon of a mount).
@@ -366,19 +323,12 @@ pub fn daemon_pids(mnt: &Path) -> Vec<u32> {
 /// the daemons serving them (processes whose argv names the mount point, which the test
 /// started) and detaches the mounts. Touches nothing outside `base`.
 pub fn abort_mounts_under(base: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(table) = layerfs::mountinfo::read_mountinfo() else {
         return;
     };
     let want = base.to_string_lossy().into_owned();
-    for line in info.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        let (Some(dev), Some(mp), Some(fstype)) = (f.get(2), f.get(4), f.get(sep + 1)) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape_mountinfo(mp));
+    for m in table {
+        let (dev, mp, fstype) = (m.device.as_str(), m.mount_point, m.fstype.as_str());
         if !mp.to_string_lossy().starts_with(&want) {
             continue;
         }

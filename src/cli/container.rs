@@ -11,7 +11,7 @@ use super::template::default_header;
 use crate::container::commit::{CommitOptions, commit};
 use crate::container::import::{ImportTarball, import_tarball};
 use crate::container::mount::{
-    Status, lowerdirs, mounts_of, shown_image_name, statuses, unmount_container,
+    Status, lowerdirs, mounts_of, shown_image_name, status_filter, statuses, unmount_container,
 };
 use crate::container::record::{ContainerRecord, Containers, sizes};
 use crate::container::{changes, diff, export};
@@ -225,7 +225,7 @@ fn create(store: &Store, a: &CreateArgs, out: &mut dyn Write) -> Result<()> {
 
 fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
     let cs = Containers::new(store);
-    let keep = ps_filter(store, &a.filters)?;
+    let keep = status_filter(store, &a.filters)?;
     let all = a.all || a.filters.iter().any(|f| f.starts_with("status="));
     let rows: Vec<Status> = statuses(&cs, all)?
         .into_iter()
@@ -313,45 +313,6 @@ fn ps(store: &Store, a: &PsArgs, out: &mut dyn Write) -> Result<()> {
     emit(out, &table(&header, &lines))
 }
 
-/// `ps --filter`: each kind of filter must match (docker: the same key repeated is an "or").
-fn ps_filter(store: &Store, filters: &[String]) -> Result<impl Fn(&Status) -> bool> {
-    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for f in filters {
-        let Some((k, v)) = f.split_once('=') else {
-            return Err(Error::Usage(format!(
-                "bad filter {f:?}: use KEY=VALUE (name, id, ancestor, status)"
-            )));
-        };
-        match k {
-            "name" | "id" | "status" => by_key.entry(k.into()).or_default().push(v.into()),
-            "ancestor" => {
-                let img = store.resolve(v)?;
-                by_key.entry(k.into()).or_default().push(img.id.to_string());
-            }
-            _ => {
-                return Err(Error::Usage(format!(
-                    "unsupported filter {f:?}: use name=, id=, ancestor= or status="
-                )));
-            }
-        }
-    }
-    Ok(move |st: &Status| {
-        let state = match (&st.mountpoint, st.stale) {
-            (None, _) => "unmounted",
-            (Some(_), false) => "mounted",
-            (Some(_), true) => "stale",
-        };
-        by_key.iter().all(|(k, vs)| {
-            vs.iter().any(|v| match k.as_str() {
-                "name" => st.rec.name.contains(v.as_str()),
-                "id" => st.rec.id.as_str().starts_with(v.as_str()),
-                "ancestor" => st.rec.image.as_str() == v,
-                _ => state == v,
-            })
-        })
-    })
-}
-
 fn import_cmd(store: &Store, a: &ImportArgs, out: &mut dyn Write) -> Result<()> {
     let o = ImportTarball {
         input: a.file.clone(),
@@ -372,27 +333,6 @@ fn import_cmd(store: &Store, a: &ImportArgs, out: &mut dyn Write) -> Result<()> 
     emit(out, &format!("{}\n", imported.id))
 }
 
-/// `container prune` (and the first half of `system prune`): removes every container with no
-/// live mount; returns the bytes their writable layers held.
-pub fn prune_containers(store: &Store, out: &mut dyn Write) -> Result<u64> {
-    let cs = Containers::new(store);
-    let mut reclaimed = 0;
-    let mut header = false;
-    for st in statuses(&cs, true)? {
-        if st.mountpoint.is_some() || cs.is_served(&st.rec.id)? {
-            continue;
-        }
-        reclaimed += sizes(store, &cs, &st.rec).0;
-        cs.remove(&st.rec)?;
-        if !header {
-            emit(out, "Deleted Containers:\n")?;
-            header = true;
-        }
-        emit(out, &format!("{}\n", st.rec.id))?;
-    }
-    Ok(reclaimed)
-}
-
 pub fn container_group(root: &Path, cmd: ContainerGroup) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -408,7 +348,7 @@ pub fn container_group(root: &Path, cmd: ContainerGroup) -> Result<()> {
                 return Ok(());
             }
             let store = Store::open(root, LockMode::Shared)?;
-            let n = prune_containers(&store, &mut out)?;
+            let n = crate::container::mount::prune(&store, &mut out)?;
             emit(
                 &mut out,
                 &format!("Total reclaimed space: {}\n", human_size(n)),

@@ -10,8 +10,9 @@
 //! registry.rs   pull, push, login, logout
 //! bench.rs      bench
 //! system.rs     version, info
+//! fsck.rs       fsck [--repair] [--deep]
 //! generate.rs   man pages and shell completions (hidden `generate`, for packagers)
-//! output.rs     tables, times, globs as the listings print them
+//! output.rs     tables, times, --format json as the listings print them
 //! template.rs   --format templates (Go text/template style)
 //! ```
 use std::ffi::OsString;
@@ -24,6 +25,7 @@ use crate::{Error, Result};
 
 pub mod bench;
 pub mod container;
+pub mod fsck;
 pub mod generate;
 pub mod mount;
 pub mod output;
@@ -70,6 +72,8 @@ pub enum Command {
     /// Store-wide housekeeping: prune, df
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Check the store's records, blobs and layers; --repair fixes what it can
+    Fsck(fsck::FsckArgs),
     /// Write man pages or shell completions (for packagers)
     #[command(subcommand, hide = true)]
     Generate(generate::GenerateCommand),
@@ -122,6 +126,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Registry(cmd) => registry::run(&root, cmd),
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
+        Command::Fsck(a) => fsck::run(&root, &a),
         Command::Generate(cmd) => generate::run(cmd),
         Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
         Command::System(cmd) => system::system(&root, cmd),

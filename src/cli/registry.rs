@@ -135,7 +135,15 @@ fn pull_cmd(root: &Path, files: &AuthFiles, a: &PullArgs, out: &mut dyn Write) -
 
 fn push_cmd(root: &Path, files: &AuthFiles, a: &PushArgs, out: &mut dyn Write) -> Result<()> {
     let store = Store::open(root, LockMode::Shared)?;
-    let img = store.resolve(&a.image)?;
+    let mut img = store.resolve(&a.image)?;
+    // The manifest this name was loaded with (when it still names the kept blobs, push sends
+    // it unchanged), as `save NAME` writes it.
+    if let Some(m) = Reference::parse(&a.image)
+        .ok()
+        .and_then(|r| img.manifests.get(&r.to_string()).cloned())
+    {
+        img.manifest = Some(m);
+    }
     let dest = match &a.destination {
         Some(d) => Reference::parse(d)?,
         None => {

@@ -12,7 +12,7 @@ use super::template::default_header;
 use crate::container::record::Containers;
 use crate::human::human_size;
 use crate::image::load::{LoadOptions, plans};
-use crate::image::oci::{ImageConfig, Platform};
+use crate::image::oci::Platform;
 use crate::image::source::Source;
 use crate::reference::Reference;
 use crate::store::import::ImportOptions;
@@ -209,81 +209,12 @@ pub fn load(root: &Path, a: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// The `images` filters the store does not apply itself: labels and creation time relative to
-/// another image (docker's `label=`, `before=`, `since=`).
-#[derive(Default)]
-struct RowFilter {
-    labels: Vec<(String, Option<String>)>,
-    before: Option<String>,
-    since: Option<String>,
-}
-
-impl RowFilter {
-    /// Splits `filters` into the store's and these; `before`/`since` name images.
-    fn split(store: &Store, filters: &[String]) -> Result<(Vec<String>, RowFilter)> {
-        let mut rest = Vec::new();
-        let mut f = RowFilter::default();
-        let created = |name: &str| -> Result<String> {
-            let img = store.resolve(name)?;
-            let c = ImageConfig::parse(&store.read_blob(&img.id)?, img.id.as_str())?;
-            c.created.ok_or_else(|| {
-                Error::Usage(format!("image {name} has no creation time to compare with"))
-            })
-        };
-        for s in filters {
-            match s.split_once('=') {
-                Some(("label", kv)) => f.labels.push(match kv.split_once('=') {
-                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                    None => (kv.to_string(), None),
-                }),
-                Some(("before", i)) => f.before = Some(created(i)?),
-                Some(("since", i)) => f.since = Some(created(i)?),
-                _ => rest.push(s.clone()),
-            }
-        }
-        Ok((rest, f))
-    }
-
-    fn keeps(&self, r: &ImageRow) -> bool {
-        let labels = r
-            .config
-            .config
-            .as_ref()
-            .and_then(|c| c.get("Labels"))
-            .and_then(|l| l.as_object());
-        let label_ok = self.labels.iter().all(|(k, v)| {
-            labels
-                .and_then(|l| l.get(k))
-                .is_some_and(|have| v.as_ref().is_none_or(|v| have.as_str() == Some(v)))
-        });
-        let t = r
-            .config
-            .created
-            .as_deref()
-            .and_then(|c| c.parse::<jiff::Timestamp>().ok());
-        let cmp = |bound: &Option<String>, want: std::cmp::Ordering| match bound {
-            None => true,
-            Some(b) => match (t, b.parse::<jiff::Timestamp>().ok()) {
-                (Some(t), Some(b)) => t.cmp(&b) == want,
-                _ => false,
-            },
-        };
-        label_ok
-            && cmp(&self.before, std::cmp::Ordering::Less)
-            && cmp(&self.since, std::cmp::Ordering::Greater)
-    }
-}
-
 fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
-    let (mut filters, extra) = RowFilter::split(store, &a.filters)?;
+    let mut filter = ImageFilter::parse(&a.filters)?;
     if let Some(r) = &a.repository {
-        filters.push(format!("reference={r}"));
+        filter.references.push(r.clone());
     }
-    let rows: Vec<ImageRow> = store
-        .image_rows(&ImageFilter::parse(&filters)?)?
-        .into_iter()
-        .filter(|r| extra.keeps(r))
-        .collect();
+    let rows = store.image_rows(&filter)?;
     if a.quiet {
         let mut seen = BTreeSet::new();
         for r in &rows {

@@ -52,7 +52,7 @@ pub fn system(root: &Path, cmd: SystemCommand) -> Result<()> {
                 return Ok(());
             }
             let store = Store::open(root, LockMode::Exclusive)?;
-            let mut n = super::container::prune_containers(&store, &mut out)?;
+            let mut n = crate::container::mount::prune(&store, &mut out)?;
             n += store.prune(a.all, &mut out)?;
             emit(
                 &mut out,

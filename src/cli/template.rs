@@ -470,44 +470,65 @@ fn arity(f: &str, a: &[Value], n: usize) -> Result<()> {
     }
 }
 
-fn call(f: &str, a: &[Value]) -> Result<Value> {
-    let s = |v: &Value| match v {
+/// A value as a function argument sees it: strings bare, anything else as Go prints it.
+fn s(v: &Value) -> String {
+    match v {
         Value::String(s) => s.clone(),
         o => text(o),
-    };
-    Ok(match f {
+    }
+}
+
+fn usage(msg: &str) -> Error {
+    Error::Usage(format!("--format: {msg}"))
+}
+
+fn call(f: &str, a: &[Value]) -> Result<Value> {
+    match f {
         "json" => {
             arity(f, a, 1)?;
-            Value::String(serde_json::to_string(&a[0]).unwrap_or_default())
+            Ok(Value::String(
+                serde_json::to_string(&a[0]).unwrap_or_default(),
+            ))
         }
         "upper" | "lower" | "title" => {
             arity(f, a, 1)?;
-            let t = s(&a[0]);
-            Value::String(match f {
-                "upper" => t.to_uppercase(),
-                "lower" => t.to_lowercase(),
-                _ => t
-                    .split(' ')
-                    .map(|w| {
-                        let mut c = w.chars();
-                        c.next()
-                            .map(|f| f.to_uppercase().chain(c).collect())
-                            .unwrap_or_default()
-                    })
-                    .collect::<Vec<String>>()
-                    .join(" "),
-            })
+            Ok(Value::String(case(f, &s(&a[0]))))
         }
         "len" => {
             arity(f, a, 1)?;
-            let n = match &a[0] {
+            Ok(Value::from(match &a[0] {
                 Value::Array(x) => x.len(),
                 Value::Object(m) => m.len(),
                 Value::String(t) => t.len(),
                 _ => 0,
-            };
-            Value::from(n)
+            }))
         }
+        "join" | "split" | "index" => list_fn(f, a),
+        "truncate" | "pad" | "print" | "println" | "printf" => text_fn(f, a),
+        _ => Ok(Value::Null),
+    }
+}
+
+fn case(f: &str, t: &str) -> String {
+    match f {
+        "upper" => t.to_uppercase(),
+        "lower" => t.to_lowercase(),
+        _ => t
+            .split(' ')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<String>>()
+            .join(" "),
+    }
+}
+
+/// join, split, index.
+fn list_fn(f: &str, a: &[Value]) -> Result<Value> {
+    match f {
         "join" => {
             // `join LIST SEP`, or piped: `.List | join SEP` (the list comes last).
             arity(f, a, 2)?;
@@ -515,28 +536,24 @@ fn call(f: &str, a: &[Value]) -> Result<Value> {
                 (Value::Array(l), sep) => (l, s(sep)),
                 (sep, Value::Array(l)) => (l, s(sep)),
                 (Value::Null, _) | (_, Value::Null) => return Ok(Value::String(String::new())),
-                _ => {
-                    return Err(Error::Usage(
-                        "--format: join takes a list and a separator".into(),
-                    ));
-                }
+                _ => return Err(usage("join takes a list and a separator")),
             };
-            Value::String(list.iter().map(s).collect::<Vec<_>>().join(&sep))
+            Ok(Value::String(
+                list.iter().map(s).collect::<Vec<_>>().join(&sep),
+            ))
         }
         "split" => {
             arity(f, a, 2)?;
             let (t, sep) = (s(&a[0]), s(&a[1]));
-            Value::Array(
+            Ok(Value::Array(
                 t.split(sep.as_str())
                     .map(|x| Value::String(x.into()))
                     .collect(),
-            )
+            ))
         }
-        "index" => {
+        _ => {
             if a.len() < 2 {
-                return Err(Error::Usage(
-                    "--format: index takes a value and keys".into(),
-                ));
+                return Err(usage("index takes a value and keys"));
             }
             let mut v = a[0].clone();
             for k in &a[1..] {
@@ -549,48 +566,50 @@ fn call(f: &str, a: &[Value]) -> Result<Value> {
                     _ => Value::Null,
                 };
             }
-            v
+            Ok(v)
         }
+    }
+}
+
+/// truncate, pad, print, println, printf.
+fn text_fn(f: &str, a: &[Value]) -> Result<Value> {
+    let t = match f {
         "truncate" => {
             // `truncate VALUE N` or `.X | truncate N`.
             arity(f, a, 2)?;
             let (t, n) = match (&a[0], &a[1]) {
                 (Value::Number(n), v) | (v, Value::Number(n)) => {
-                    (s(v), n.as_f64().unwrap_or(0.0).max(0.0) as u64)
+                    (s(v), n.as_f64().unwrap_or(0.0).max(0.0) as usize)
                 }
-                _ => {
-                    return Err(Error::Usage(
-                        "--format: truncate takes a value and a length".into(),
-                    ));
-                }
+                _ => return Err(usage("truncate takes a value and a length")),
             };
-            Value::String(t.chars().take(n as usize).collect())
+            t.chars().take(n).collect()
         }
         "pad" => {
             arity(f, a, 3)?;
             let n = |v: &Value| v.as_f64().unwrap_or(0.0).max(0.0) as usize;
-            Value::String(format!(
+            format!(
                 "{}{}{}",
                 " ".repeat(n(&a[1])),
                 s(&a[0]),
                 " ".repeat(n(&a[2]))
-            ))
+            )
         }
-        "print" | "println" => {
+        "printf" => {
+            let Some((fmt, rest)) = a.split_first() else {
+                return Err(usage("printf takes a format"));
+            };
+            printf(&s(fmt), rest)
+        }
+        _ => {
             let mut t: String = a.iter().map(s).collect::<Vec<_>>().join(" ");
             if f == "println" {
                 t.push('\n');
             }
-            Value::String(t)
+            t
         }
-        "printf" => {
-            let Some((fmt, rest)) = a.split_first() else {
-                return Err(Error::Usage("--format: printf takes a format".into()));
-            };
-            Value::String(printf(&s(fmt), rest))
-        }
-        _ => Value::Null,
-    })
+    };
+    Ok(Value::String(t))
 }
 
 /// `%s %v %d %q %%`, enough for docker-style formats.

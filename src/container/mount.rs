@@ -9,6 +9,7 @@
 //! (exclusive for a writable mount, shared for `--read-only`) and the daemon inherits the lock,
 //! holding it exactly as long as it lives. A second writable mount of the same container is
 //! refused instead of sharing one upper directory between two daemons.
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::record::ContainerId;
@@ -59,6 +60,67 @@ pub fn statuses(cs: &Containers<'_>, all: bool) -> Result<Vec<Status>> {
         });
     }
     Ok(out)
+}
+
+/// `ps --filter` (name=, id=, ancestor=IMAGE, status=mounted|unmounted|stale): each kind of
+/// filter must match (docker: the same key repeated is an "or").
+pub fn status_filter(store: &Store, filters: &[String]) -> Result<impl Fn(&Status) -> bool> {
+    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in filters {
+        let Some((k, v)) = f.split_once('=') else {
+            return Err(Error::Usage(format!(
+                "bad filter {f:?}: use KEY=VALUE (name, id, ancestor, status)"
+            )));
+        };
+        match k {
+            "name" | "id" | "status" => by_key.entry(k.into()).or_default().push(v.into()),
+            "ancestor" => {
+                let img = store.resolve(v)?;
+                by_key.entry(k.into()).or_default().push(img.id.to_string());
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unsupported filter {f:?}: use name=, id=, ancestor= or status="
+                )));
+            }
+        }
+    }
+    Ok(move |st: &Status| {
+        let state = match (&st.mountpoint, st.stale) {
+            (None, _) => "unmounted",
+            (Some(_), false) => "mounted",
+            (Some(_), true) => "stale",
+        };
+        by_key.iter().all(|(k, vs)| {
+            vs.iter().any(|v| match k.as_str() {
+                "name" => st.rec.name.contains(v.as_str()),
+                "id" => st.rec.id.as_str().starts_with(v.as_str()),
+                "ancestor" => st.rec.image.as_str() == v,
+                _ => state == v,
+            })
+        })
+    })
+}
+
+/// `container prune` (and the first half of `system prune`): removes every container with no
+/// live mount; returns the bytes their writable layers held. Each removed ID is written to `out`.
+pub fn prune(store: &Store, out: &mut dyn Write) -> Result<u64> {
+    let cs = Containers::new(store);
+    let mut reclaimed = 0;
+    let mut header = false;
+    for st in statuses(&cs, true)? {
+        if st.mountpoint.is_some() || cs.is_served(&st.rec.id)? {
+            continue;
+        }
+        reclaimed += super::record::sizes(store, &cs, &st.rec).0;
+        cs.remove(&st.rec)?;
+        if !header {
+            writeln!(out, "Deleted Containers:").map_err(|e| Error::io("write", "<stdout>", e))?;
+            header = true;
+        }
+        writeln!(out, "{}", st.rec.id).map_err(|e| Error::io("write", "<stdout>", e))?;
+    }
+    Ok(reclaimed)
 }
 
 /// Lower directories of a container's image, top first.
@@ -148,6 +210,7 @@ pub fn mount(
     match resolve_target(&store, target)? {
         Target::Image(img, _) if mode.read_only => {
             let mut o = opts;
+            store.check_layers_present(&img)?;
             o.lowerdirs = store.lowerdirs(&img);
             if o.lowerdirs.is_empty() {
                 return Err(Error::Usage(format!(

@@ -109,6 +109,51 @@ pub fn decoder<'a, R: Read + Send + 'a>(
     Ok((kind, r))
 }
 
+/// The compression a layer media type declares (OCI `...tar`, `+gzip`, `+zstd`, their
+/// non-distributable forms, Docker's `...diff.tar.gzip`); `None` for a type that names none
+/// (unknown or foreign types are not checked).
+pub fn declared_by_media_type(media_type: &str) -> Option<Compression> {
+    let mt = media_type.trim();
+    if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
+        Some(Compression::Gzip)
+    } else if mt.ends_with("+zstd") || mt.ends_with(".tar.zstd") {
+        Some(Compression::Zstd)
+    } else if mt.ends_with(".tar") || mt.ends_with("layer.v1.tar") {
+        Some(Compression::Plain)
+    } else {
+        None
+    }
+}
+
+/// Reads the first bytes of the blob at `path` and checks them against `media_type`: a
+/// manifest that calls a gzip blob zstd is refused (tools that trust the media type, such as
+/// umoci, would fail on it). `what` names the manifest's layer in the error.
+pub fn check_media_type(path: &std::path::Path, media_type: &str, what: &str) -> Result<()> {
+    if declared_by_media_type(media_type).is_none() {
+        return Ok(());
+    }
+    let mut prefix = Vec::with_capacity(TAR_BLOCK);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(TAR_BLOCK as u64).read_to_end(&mut prefix))
+        .map_err(|e| Error::io("read", path, e))?;
+    check_media_prefix(&prefix, media_type, what)
+}
+
+/// [`check_media_type`] on the first bytes of a blob (up to one tar block).
+pub fn check_media_prefix(prefix: &[u8], media_type: &str, what: &str) -> Result<()> {
+    let Some(declared) = declared_by_media_type(media_type) else {
+        return Ok(());
+    };
+    let actual = sniff(prefix).map_err(|e| Error::Format(format!("{what}: {e}")))?;
+    if actual != declared {
+        return Err(Error::Format(format!(
+            "{what}: the manifest's media type {media_type} says {declared}, but the blob is \
+             {actual}; the manifest lies about the layer (fix the manifest's mediaType)"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads to the end, discarding: used to verify what follows a tar's end marker.
 pub fn discard<R: Read>(r: &mut R) -> io::Result<u64> {
     io::copy(r, &mut io::sink())
@@ -117,6 +162,41 @@ pub fn discard<R: Read>(r: &mut R) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_types_declare_compression() {
+        let rows = [
+            (
+                "application/vnd.oci.image.layer.v1.tar",
+                Some(Compression::Plain),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                Some(Compression::Zstd),
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar",
+                Some(Compression::Plain),
+            ),
+            ("application/vnd.example.thing", None),
+            ("", None),
+        ];
+        for (mt, want) in rows {
+            assert_eq!(declared_by_media_type(mt), want, "{mt}");
+        }
+    }
 
     #[test]
     fn sniff_table() {

@@ -22,7 +22,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::tarentry::{Action, Kind, Meta, Mtime, RelPath};
+use super::tarentry::{Action, Kind, Meta, Mtime, OPAQUE_MARKER, RelPath};
 
 /// The overlay opaque-directory xattr and its value.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -160,7 +160,10 @@ impl LayerWriter {
                     ));
                 }
                 Err(Errno::NOTDIR) => {
-                    return Err(format!("parent {sofar} is not a directory"));
+                    return Err(format!(
+                        "parent {sofar} is not a directory (an earlier entry of this layer made \
+                         it a file; containerd, moby and podman refuse such a layer too)"
+                    ));
                 }
                 Err(e) => return Err(errmsg("open", &sofar, e)),
             }
@@ -283,9 +286,11 @@ impl LayerWriter {
                 let st = rfs::statat(dfd, name, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| errmsg("stat", path, e))?;
                 if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                    // A whiteout of this layer followed by a directory: the directory replaces
-                    // a deleted lower one, which is what opaque means.
-                    opaque = is_whiteout_at(dfd, name);
+                    // A whiteout or any other non-directory of this layer followed by a
+                    // directory: that entry already hid whatever the lower layers have here,
+                    // so the new directory starts empty (containerd and moby remove the old
+                    // entry and make a fresh directory): an opaque directory.
+                    opaque = true;
                     self.remove_existing(dfd, name, path)?;
                     rfs::mkdirat(dfd, name, Mode::from_raw_mode(0o700))
                         .map_err(|e| errmsg("mkdir", path, e))?;
@@ -324,6 +329,12 @@ impl LayerWriter {
     fn whiteout(&mut self, path: &RelPath) -> WriteResult<()> {
         let parent = path.parent().unwrap_or_else(RelPath::root);
         let name = path.file_name().unwrap_or_default().to_owned();
+        // A whiteout below a name this layer made a non-directory (umoci writes `d` as a file
+        // and then `d/.wh.x` for d's old child) hides nothing: the non-directory already ends
+        // the merge there. podman's and containerd's overlay appliers skip it too.
+        if self.skip_marker_under_non_dir(&parent, path)? {
+            return Ok(());
+        }
         let dfd = self.parent_fd(&parent)?;
         match make_whiteout(dfd.as_fd(), &name) {
             // Something this layer wrote already has that name: a whiteout only hides lower
@@ -334,6 +345,11 @@ impl LayerWriter {
     }
 
     fn opaque(&mut self, dir: &RelPath) -> WriteResult<()> {
+        // An opaque marker inside something that is not a directory in this layer: nothing
+        // below it to hide (the same rule as a whiteout there).
+        if self.skip_marker_under_non_dir(dir, &dir.join(OsStr::new(OPAQUE_MARKER)))? {
+            return Ok(());
+        }
         let fd = match self.open_dir(dir) {
             Ok(fd) => fd,
             Err(_) => {
@@ -344,6 +360,35 @@ impl LayerWriter {
             }
         };
         set_opaque(fd.as_fd()).map_err(|e| errmsg("set opaque on", dir, e))
+    }
+
+    /// True when `dir` (or one of its parents) is a non-directory this layer wrote: a whiteout
+    /// or opaque marker there is ignored. A symlink there is refused (never followed), a
+    /// missing directory is not a reason to skip (the marker hides lower-layer names).
+    fn skip_marker_under_non_dir(&self, dir: &RelPath, marker: &RelPath) -> WriteResult<bool> {
+        let mut cur = open_dir_beneath(self.root.as_fd(), Path::new("."))
+            .map_err(|e| errmsg("open", &RelPath::root(), e))?;
+        let mut sofar = RelPath::root();
+        for comp in dir.components() {
+            sofar = sofar.join(comp);
+            match open_dir_beneath(cur.as_fd(), Path::new(comp)) {
+                Ok(fd) => cur = fd,
+                Err(Errno::NOENT) => return Ok(false),
+                Err(Errno::NOTDIR | Errno::LOOP) if is_symlink_at(cur.as_fd(), comp) => {
+                    return Err(format!(
+                        "parent {sofar} is a symlink: refusing to follow a symlink inside the layer"
+                    ));
+                }
+                Err(Errno::NOTDIR) => {
+                    log::info!(
+                        "ignoring {marker}: {sofar} is not a directory in this layer (it hides nothing)"
+                    );
+                    return Ok(true);
+                }
+                Err(e) => return Err(errmsg("open", &sofar, e)),
+            }
+        }
+        Ok(false)
     }
 
     /// Removes what an earlier entry of this layer wrote at `name` (a later entry wins).

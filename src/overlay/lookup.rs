@@ -329,9 +329,26 @@ impl Overlay {
         if kind != FileType::Directory {
             return Ok(Upper::Merge(r, None));
         }
-        let (fd, opaque) = open_merged_dir(ufd.as_fd(), cname)?;
-        // The fd's own stat: the inode registered for the node is the one the fd holds.
-        r.stat = rustix::fs::fstat(&*fd)?;
+        // A directory the mount already knows: its fd (which pins that inode, so the number
+        // can't have been reused) serves. Else open it, and take the fd's own stat: the inode
+        // registered for the node is the one the fd holds.
+        let known = self
+            .nodes
+            .upper_alias(st.st_ino)
+            .and_then(|id| self.nodes.get(id))
+            .filter(|n| n.is_dir() && n.state().upper_ino == Some(st.st_ino))
+            .and_then(|n| n.dir_fd(Which::Upper));
+        let (fd, opaque) = match known {
+            Some(fd) => {
+                let opaque = whiteout::fd_is_opaque(fd.as_fd())?;
+                (fd, opaque)
+            }
+            None => {
+                let (fd, opaque) = open_merged_dir(ufd.as_fd(), cname)?;
+                r.stat = rustix::fs::fstat(&*fd)?;
+                (fd, opaque)
+            }
+        };
         let rd = if opaque {
             None
         } else {

@@ -28,6 +28,7 @@ use super::docs::{
 use super::download::{BlobFetch, forget_kept, sweep_stale};
 use super::{auth::Credentials, challenge::repo_scope};
 use crate::digest::Digest;
+use crate::human::human_size;
 use crate::image::oci::{Descriptor, Document, ImageConfig, Manifest, Platform, chain_ids};
 use crate::image::plan::{ImagePlan, LayerInput, Opener};
 use crate::reference::Reference;
@@ -162,7 +163,7 @@ fn report(out: &mut dyn Write, shown: &str, notes: &Mutex<Vec<String>>, p: &Pull
         out,
         "Pulled {shown}: {} blob(s) downloaded ({}), {} layer(s) already present, {secs:.2}s",
         p.downloaded,
-        human_mb(p.bytes),
+        human_size(p.bytes),
         p.present,
     );
 }
@@ -239,10 +240,6 @@ pub fn pull(
     let secs = started.elapsed().as_secs_f64();
     report(out, &shown, &ctx.notes, &pulled, secs);
     Ok(pulled)
-}
-
-fn human_mb(b: u64) -> String {
-    format!("{:.1} MB", b as f64 / 1e6)
 }
 
 /// GET a manifest or index, capped and verified.
@@ -406,6 +403,8 @@ struct PlannedLayers {
     present: usize,
     /// Blobs that go through `downloads/` (downloaded now or by an earlier pull).
     fetched: Vec<Digest>,
+    /// Their total size.
+    download_bytes: u64,
 }
 
 /// The blobs the store's layers keep, by blob digest and by diff_id.
@@ -485,51 +484,27 @@ fn plan_layers(
         inputs: Vec::with_capacity(m.layers.len()),
         present: 0,
         fetched: Vec::new(),
+        download_bytes: 0,
     };
-    let mut download_bytes = 0;
     for (i, desc) in m.layers.iter().enumerate() {
         check_layer_media(desc, &ctx.client.registry)?;
-        let diff_id = &cfg.rootfs.diff_ids[i];
-        let mut expected = (desc.digest.clone(), desc.size);
-        let open: Opener = if store.has_layer(&chains[i]) {
+        let (open, expected) = if store.has_layer(&chains[i]) {
             planned.present += 1;
-            Box::new(|| {
+            let open: Opener = Box::new(|| {
                 Err(Error::Format(
                     "internal: an extracted layer was reopened".into(),
                 ))
-            })
-        } else if let Some(p) = local.by_digest.get(&desc.digest) {
-            let _ = writeln!(
-                out,
-                "blob sha256:{}: already in the store",
-                desc.digest.short()
-            );
-            file_opener(link_into(p, &ctx.private, &desc.digest)?)
-        } else if let Some((blob, size, p)) = local.by_diff.get(diff_id) {
-            let _ = writeln!(
-                out,
-                "blob sha256:{}: the same layer (diff_id sha256:{}) is in the store as blob sha256:{}",
-                desc.digest.short(),
-                diff_id.short(),
-                blob.short()
-            );
-            expected = (blob.clone(), *size);
-            file_opener(link_into(p, &ctx.private, blob)?)
+            });
+            (open, (desc.digest.clone(), desc.size))
         } else {
-            planned.fetched.push(desc.digest.clone());
-            download_bytes += desc.size;
-            let fetch = BlobFetch {
-                client: Arc::clone(ctx.client),
-                repository: ctx.repo.to_owned(),
-                scope: ctx.scope.to_owned(),
-                digest: desc.digest.clone(),
-                size: desc.size,
-                downloads: ctx.downloads.to_owned(),
-                private: ctx.private.clone(),
-                notes: Arc::clone(&ctx.notes),
-                failure: Arc::clone(&ctx.failure),
-            };
-            Box::new(move || fetch.open())
+            layer_source(
+                ctx,
+                &local,
+                desc,
+                &cfg.rootfs.diff_ids[i],
+                &mut planned,
+                out,
+            )?
         };
         planned.inputs.push(LayerInput {
             what: format!(
@@ -546,8 +521,57 @@ fn plan_layers(
             out,
             "Fetching {} layer blob(s), {}",
             planned.fetched.len(),
-            human_mb(download_bytes)
+            human_size(planned.download_bytes)
         );
     }
     Ok(planned)
+}
+
+/// Where the bytes of a layer the store lacks come from, and the blob they must match: a
+/// blob the store keeps (same digest, or another blob of the same diff_id), else the registry.
+fn layer_source(
+    ctx: &FetchCtx,
+    local: &LocalBlobs,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    planned: &mut PlannedLayers,
+    out: &mut dyn Write,
+) -> Result<(Opener, (Digest, u64))> {
+    if let Some(p) = local.by_digest.get(&desc.digest) {
+        let _ = writeln!(
+            out,
+            "blob sha256:{}: already in the store",
+            desc.digest.short()
+        );
+        let open = file_opener(link_into(p, &ctx.private, &desc.digest)?);
+        return Ok((open, (desc.digest.clone(), desc.size)));
+    }
+    if let Some((blob, size, p)) = local.by_diff.get(diff_id) {
+        let _ = writeln!(
+            out,
+            "blob sha256:{}: the same layer (diff_id sha256:{}) is in the store as blob sha256:{}",
+            desc.digest.short(),
+            diff_id.short(),
+            blob.short()
+        );
+        let open = file_opener(link_into(p, &ctx.private, blob)?);
+        return Ok((open, (blob.clone(), *size)));
+    }
+    planned.fetched.push(desc.digest.clone());
+    planned.download_bytes += desc.size;
+    let fetch = BlobFetch {
+        client: Arc::clone(ctx.client),
+        repository: ctx.repo.to_owned(),
+        scope: ctx.scope.to_owned(),
+        digest: desc.digest.clone(),
+        size: desc.size,
+        downloads: ctx.downloads.to_owned(),
+        private: ctx.private.clone(),
+        notes: Arc::clone(&ctx.notes),
+        failure: Arc::clone(&ctx.failure),
+    };
+    Ok((
+        Box::new(move || fetch.open()),
+        (desc.digest.clone(), desc.size),
+    ))
 }

@@ -12,6 +12,7 @@ impl Store {
     /// blobs. Returns the bytes reclaimed (uncompressed layer sizes).
     pub(crate) fn delete_images(&self, ids: &[Digest], out: &mut dyn Write) -> Result<u64> {
         for id in ids {
+            super::fault::point("gc-remove-record");
             let p = self.image_path(id);
             match std::fs::remove_file(&p) {
                 Ok(()) => {
@@ -26,13 +27,29 @@ impl Store {
 
     /// Deletes layers no image needs and config/manifest blobs no image names.
     pub(crate) fn collect_garbage(&self, out: &mut dyn Write) -> Result<u64> {
-        let images = self.images()?;
+        let (images, unreadable) = self.images_readable()?;
+        if !unreadable.is_empty() {
+            // What an unreadable record needs is unknown: delete nothing.
+            let _ = writeln!(
+                out,
+                "warning: unreferenced layers and blobs kept: {} image record(s) unreadable ({}); {}",
+                unreadable.len(),
+                unreadable
+                    .iter()
+                    .map(|u| u.path.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                super::health::FSCK_HINT
+            );
+            return Ok(0);
+        }
         let mut keep_layers = BTreeSet::new();
         let mut keep_blobs = BTreeSet::new();
         for img in &images {
             keep_layers.extend(img.layers.iter().cloned());
             keep_blobs.insert(img.id.clone());
             keep_blobs.extend(img.manifest.iter().cloned());
+            keep_blobs.extend(img.manifests.values().cloned());
             // Manifests pushed or pulled under other digests (push, indexes).
             keep_blobs.extend(
                 img.repo_digests
@@ -48,6 +65,7 @@ impl Store {
             }
             let size = self.layer_meta(&chain).map(|m| m.size).unwrap_or(0);
             // Out of sight in one rename, then removed: a crash in between leaves only tmp/.
+            super::fault::point("gc-remove-layer");
             let st = self.staging()?;
             let from = self.layer_dir(&chain);
             let to = st.path().join("layer");
@@ -77,7 +95,8 @@ impl Store {
 
     /// Images no name points at.
     pub fn dangling(&self) -> Result<Vec<ImageRecord>> {
-        let refs = self.refs()?;
+        // A lost refs.json must not make every image look dangling.
+        let refs = self.refs_checked()?;
         let named: BTreeSet<&Digest> = refs.values().collect();
         Ok(self
             .images()?

@@ -10,10 +10,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::Store;
+use super::blobs::LAYER_BLOB;
 use super::pipeline::{decode_in_thread, verdict};
 use super::records::{ImageRecord, LayerMeta, now_rfc3339};
+use super::verify::{Checked, ReusedLayer};
 use crate::digest::Digest;
-use crate::image::oci::{Document, ImageConfig, Manifest, chain_ids, parse_document};
+use crate::image::compress::check_media_type;
+use crate::image::oci::{Descriptor, Document, ImageConfig, Manifest, chain_ids, parse_document};
 use crate::image::plan::{ImagePlan, LayerInput};
 use crate::image::tarentry::RelPath;
 use crate::image::unpack::{Limits, open_layer_root, unpack_layer};
@@ -54,10 +57,10 @@ pub struct Imported {
 }
 
 /// A layer extracted into staging, not yet published.
-struct Staged {
-    index: usize,
-    meta: LayerMeta,
-    implicit: Vec<RelPath>,
+pub(super) struct Staged {
+    pub(super) index: usize,
+    pub(super) meta: LayerMeta,
+    pub(super) implicit: Vec<RelPath>,
 }
 
 impl Store {
@@ -72,9 +75,12 @@ impl Store {
         let id = Digest::of(&plan.config);
         let what = format!("image {}", id.short());
         let config = ImageConfig::parse(&plan.config, &what)?;
-        let manifest_digest = match &plan.manifest {
-            Some(m) => Some(check_manifest(m, &id, plan.layers.len(), &what)?),
-            None => None,
+        let (manifest_digest, descs) = match &plan.manifest {
+            Some(m) => {
+                let (d, descs) = check_manifest(m, &id, plan.layers.len(), &what)?;
+                (Some(d), descs)
+            }
+            None => (None, Vec::new()),
         };
         let diff_ids = config.rootfs.diff_ids.clone();
         if diff_ids.len() != plan.layers.len() {
@@ -100,6 +106,26 @@ impl Store {
                 todo.push(i);
             }
         }
+        // The manifest is checked against the blobs of the layers the store already has too.
+        for (i, desc) in descs.iter().enumerate() {
+            if todo.contains(&i) {
+                continue;
+            }
+            let reused = ReusedLayer {
+                desc,
+                diff_id: &diff_ids[i],
+                chain: &chains[i],
+                what: format!("{what}: layer {} ({})", i + 1, plan.layers[i].what),
+            };
+            let first = todo.iter().find(|&&j| chains[j] == chains[i]);
+            if first.is_some_and(|&j| descs[j].digest == desc.digest) {
+                continue; // the same blob, verified when extracted
+            }
+            // Unverifiable (a registry source that skips stored layers): the registry's
+            // manifest was fetched by digest; `save` and `push` reuse it only when it names
+            // the kept blobs with their compression.
+            let _checked: Checked = self.verify_reused_layer(&reused, &*plan.layers[i].open)?;
+        }
         // Largest first: with fewer workers than layers, the big one must not start last.
         todo.sort_by_key(|&i| std::cmp::Reverse(plan.layers[i].size_hint));
         let staging = self.staging()?;
@@ -115,9 +141,24 @@ impl Store {
                 ),
             );
         }
+        // Media types against the bytes (a pull may have used another stored blob of the
+        // same layer instead of the one the manifest names: nothing to compare then).
+        for s in &staged {
+            let named = |d: &Descriptor| s.meta.blob.as_ref().is_some_and(|b| b.digest == d.digest);
+            if let Some(desc) = descs.get(s.index).filter(|d| named(d)) {
+                let blob = staging.path().join(s.meta.chain_id.hex()).join(LAYER_BLOB);
+                let what = format!(
+                    "{what}: layer {} ({})",
+                    s.index + 1,
+                    plan.layers[s.index].what
+                );
+                check_media_type(&blob, &desc.media_type, &what)?;
+            }
+        }
         self.inherit_implicit_dirs(&staged, &chains, staging.path())?;
         sync_fs(staging.path())?;
         for s in &staged {
+            super::fault::point("import-publish-layer");
             let from = staging.path().join(s.meta.chain_id.hex());
             let to = self.layer_dir(&s.meta.chain_id);
             match std::fs::rename(&from, &to) {
@@ -134,6 +175,7 @@ impl Store {
                 Err(e) => return Err(Error::io("publish layer", &to, e)),
             }
         }
+        super::fault::point("import-before-blobs");
         self.put_blob(&plan.config)?;
         if let Some(m) = &plan.manifest {
             self.put_blob(m)?;
@@ -142,10 +184,26 @@ impl Store {
             .iter()
             .map(|c| self.layer_meta(c).map(|m| m.size))
             .sum::<Result<u64>>()?;
-        let mut repo_digests: Vec<String> = match (&manifest_digest, self.image(&id)) {
-            (_, Ok(old)) => old.repo_digests,
-            _ => Vec::new(),
-        };
+        let old = self.image(&id).ok();
+        let mut repo_digests: Vec<String> = old
+            .as_ref()
+            .map(|o| o.repo_digests.clone())
+            .unwrap_or_default();
+        // Each name keeps the manifest it was loaded with; the image's own manifest is the
+        // first verified one, so a later load cannot change what other tags save.
+        let mut manifests = old
+            .as_ref()
+            .map(|o| o.manifests.clone())
+            .unwrap_or_default();
+        if let Some(md) = &manifest_digest {
+            for n in &plan.names {
+                manifests.insert(n.to_string(), md.clone());
+            }
+        }
+        let kept_manifest = old
+            .and_then(|o| o.manifest)
+            .filter(|m| self.blob_path(m).exists())
+            .or_else(|| manifest_digest.clone());
         if let Some(md) = &manifest_digest {
             for n in &plan.names {
                 let rd = format!("{}@{md}", n.name());
@@ -156,15 +214,20 @@ impl Store {
         }
         let rec = ImageRecord {
             id: id.clone(),
-            manifest: manifest_digest,
+            manifest: kept_manifest,
+            manifests,
+            names: Vec::new(),
             layers: chains,
             diff_ids,
             repo_digests,
             size,
             loaded: now_rfc3339(),
         };
-        self.put_image(&rec)?;
+        super::fault::point("import-before-record");
+        // The record is written under the refs lock, which also keeps its names.
         self.update_refs(|refs| {
+            self.put_image(&rec)?;
+            super::fault::point("import-before-refs");
             for n in &plan.names {
                 refs.insert(n.to_string(), id.clone());
             }
@@ -208,7 +271,7 @@ impl Store {
 
     /// Bottom-up, gives each staged layer's implicit directories the attributes they have in
     /// the layers below (staged or published).
-    fn inherit_implicit_dirs(
+    pub(super) fn inherit_implicit_dirs(
         &self,
         staged: &[Staged],
         chains: &[Digest],
@@ -251,7 +314,13 @@ fn short(d: &Digest) -> String {
     format!("sha256:{}", d.short())
 }
 
-fn check_manifest(bytes: &[u8], id: &Digest, n_layers: usize, what: &str) -> Result<Digest> {
+/// Checks a manifest's config and layer count; returns its digest and layer descriptors.
+fn check_manifest(
+    bytes: &[u8],
+    id: &Digest,
+    n_layers: usize,
+    what: &str,
+) -> Result<(Digest, Vec<Descriptor>)> {
     let Document::Manifest(m): Document = parse_document(bytes, what)? else {
         return Err(Error::Format(format!(
             "{what}: expected an image manifest, got an index"
@@ -271,7 +340,7 @@ fn check_manifest(bytes: &[u8], id: &Digest, n_layers: usize, what: &str) -> Res
             m.layers.len()
         )));
     }
-    Ok(Digest::of(bytes))
+    Ok((Digest::of(bytes), m.layers))
 }
 
 fn sync_fs(p: &Path) -> Result<()> {
@@ -286,7 +355,7 @@ fn sync_fs(p: &Path) -> Result<()> {
 
 /// Extracts one layer into staging/CHAIN/diff while hashing the blob and the tar stream.
 #[allow(clippy::too_many_arguments)]
-fn extract_one(
+pub(super) fn extract_one(
     input: &LayerInput,
     index: usize,
     diff_id: &Digest,
@@ -336,7 +405,9 @@ fn extract_one(
             actual: got_diff.to_string(),
         });
     }
+    let tree = super::fsck::tree_summary(&dir.join("diff"))?;
     let meta = LayerMeta {
+        tree: Some(tree),
         chain_id: chain.clone(),
         diff_id: diff_id.clone(),
         parent,

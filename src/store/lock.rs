@@ -34,6 +34,34 @@ impl FileLock {
         })
     }
 
+    /// Opens the lock file to take `mode`; a reader of a store it cannot write (read-only
+    /// filesystem, another owner) opens it read-only, or goes without when it does not exist
+    /// (nobody can change such a store through this path anyway).
+    pub fn open_for(path: &Path, mode: LockMode) -> Result<Option<Self>> {
+        match Self::open(path) {
+            Ok(l) => Ok(Some(l)),
+            Err(Error::Io { source, .. })
+                if mode == LockMode::Shared && super::health::read_only_error(&source) =>
+            {
+                match File::open(path) {
+                    Ok(file) => Ok(Some(FileLock {
+                        file,
+                        path: path.to_owned(),
+                    })),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Error::io("open lock", path, e)),
+                }
+            }
+            Err(Error::Io { source, .. }) if super::health::read_only_error(&source) => {
+                Err(Error::Usage(format!(
+                    "{}: the store is read-only here ({source}); only listing commands work",
+                    path.parent().unwrap_or(path).display()
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn op(&self, op: FlockOperation) -> Result<()> {
         loop {
             match flock(&self.file, op) {

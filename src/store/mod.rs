@@ -23,15 +23,20 @@
 //! Everything is published by one rename of a fully written, synced object; an existing target
 //! (EEXIST/ENOTEMPTY) means another load published the same content first, which is success.
 pub mod blobs;
+pub mod fault;
+pub mod fsck;
 mod gc;
+pub mod health;
 pub mod import;
 mod lock;
 pub mod ops;
 mod pipeline;
 pub mod records;
 pub mod save;
+mod treecmp;
+pub mod verify;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,7 +50,8 @@ use crate::{Error, Result};
 /// An open store holding the store lock in the mode it was opened with.
 pub struct Store {
     root: PathBuf,
-    _lock: lock::FileLock,
+    /// None only for a reader of a read-only store without a lock file.
+    _lock: Option<lock::FileLock>,
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
@@ -67,12 +73,21 @@ impl Store {
     /// open, since a staging directory only outlives its process after a crash.
     pub fn open(root: &Path, mode: LockMode) -> Result<Store> {
         make_private(root)?;
-        for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
-            let d = root.join(sub);
-            std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+        let writable = health::prepare_dirs(root)?;
+        if !writable && mode == LockMode::Exclusive {
+            return Err(Error::Usage(format!(
+                "{}: the store is read-only here (read-only filesystem or another owner); \
+                 only listing commands work",
+                root.display()
+            )));
         }
-        let lock = lock::FileLock::open(&root.join("lock"))?;
-        if lock.try_exclusive()? {
+        let Some(lock) = lock::FileLock::open_for(&root.join("lock"), mode)? else {
+            return Ok(Store {
+                root: root.to_owned(),
+                _lock: None,
+            });
+        };
+        if writable && lock.try_exclusive()? {
             sweep(&root.join("tmp"))?;
             if mode == LockMode::Shared {
                 lock.shared()?;
@@ -83,10 +98,14 @@ impl Store {
                 LockMode::Exclusive => lock.exclusive()?,
             }
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_owned(),
-            _lock: lock,
-        })
+            _lock: Some(lock),
+        };
+        if writable {
+            store.ensure_refs()?;
+        }
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {
@@ -102,10 +121,10 @@ impl Store {
     pub fn layer_diff(&self, chain: &Digest) -> PathBuf {
         self.layer_dir(chain).join("diff")
     }
-    fn image_path(&self, id: &Digest) -> PathBuf {
+    pub(crate) fn image_path(&self, id: &Digest) -> PathBuf {
         self.root.join("images").join(format!("{}.json", id.hex()))
     }
-    fn refs_path(&self) -> PathBuf {
+    pub(crate) fn refs_path(&self) -> PathBuf {
         self.root.join("images/refs.json")
     }
     pub fn containers_dir(&self) -> PathBuf {
@@ -128,13 +147,21 @@ impl Store {
     }
 
     /// Writes `bytes` to a file through tmp/ and one rename.
-    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         let st = self.staging()?;
         let tmp = st.path().join("f");
         std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
         let f = std::fs::File::open(&tmp).map_err(|e| Error::io("open", &tmp, e))?;
         f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))
+        crate::store::fault::point("record-before-rename");
+        std::fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))?;
+        // The rename itself reaches the disk with the directory.
+        if let Some(dir) = dest.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("fsync", dir, e))?;
+        }
+        Ok(())
     }
 
     /// Stores a manifest or config blob (content-addressed: an existing one is kept).
@@ -155,8 +182,13 @@ impl Store {
     pub fn layer_meta(&self, chain: &Digest) -> Result<LayerMeta> {
         let p = self.layer_dir(chain).join("meta.json");
         let b = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
-        serde_json::from_slice(&b)
-            .map_err(|e| Error::Format(format!("{}: corrupt layer record: {e}", p.display())))
+        serde_json::from_slice(&b).map_err(|e| {
+            Error::Format(format!(
+                "{}: corrupt layer record: {e}; {}",
+                p.display(),
+                health::FSCK_HINT
+            ))
+        })
     }
 
     pub fn has_layer(&self, chain: &Digest) -> bool {
@@ -171,18 +203,26 @@ impl Store {
     pub fn image(&self, id: &Digest) -> Result<ImageRecord> {
         let p = self.image_path(id);
         let b = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
-        serde_json::from_slice(&b)
-            .map_err(|e| Error::Format(format!("{}: corrupt image record: {e}", p.display())))
+        serde_json::from_slice(&b).map_err(|e| {
+            Error::Format(format!(
+                "{}: corrupt image record: {e}; {}",
+                p.display(),
+                health::FSCK_HINT
+            ))
+        })
     }
 
+    /// Every readable image record; an unreadable one is named in a warning and skipped
+    /// (see [`health`]: garbage collection checks for those before deleting anything).
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        list_hex(&self.root.join("images"), ".json")?
-            .iter()
-            .map(|id| self.image(id))
-            .collect()
+        let (good, bad) = self.images_readable()?;
+        for b in &bad {
+            log::warn!("unreadable image record {b}; {}", health::FSCK_HINT);
+        }
+        Ok(good)
     }
 
-    fn put_image(&self, rec: &ImageRecord) -> Result<()> {
+    pub(crate) fn put_image(&self, rec: &ImageRecord) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(rec)
             .map_err(|e| Error::Format(format!("encoding image record: {e}")))?;
         self.write_atomic(&self.image_path(&rec.id), &bytes)
@@ -205,7 +245,11 @@ impl Store {
     pub fn refs(&self) -> Result<Refs> {
         match std::fs::read(self.refs_path()) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                Error::Format(format!("{}: corrupt: {e}", self.refs_path().display()))
+                Error::Format(format!(
+                    "{}: corrupt ({e}); {} (names are rebuilt from the image records)",
+                    self.refs_path().display(),
+                    health::FSCK_HINT
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Refs::new()),
             Err(e) => Err(Error::io("read", self.refs_path(), e)),
@@ -216,8 +260,21 @@ impl Store {
     pub fn update_refs<T>(&self, f: impl FnOnce(&mut Refs) -> Result<T>) -> Result<T> {
         let l = lock::FileLock::open(&self.root.join("images/refs.lock"))?;
         l.exclusive()?;
-        let mut refs = self.refs()?;
+        let mut refs = self.refs_checked()?;
         let out = f(&mut refs)?;
+        // Each image record keeps its names too, so that a lost refs.json can be rebuilt
+        // (`fsck --repair`). Records first: refs.json stays the authority when both read.
+        let mut names: BTreeMap<&Digest, Vec<String>> = BTreeMap::new();
+        for (n, id) in &refs {
+            names.entry(id).or_default().push(n.clone());
+        }
+        for mut img in self.images_readable()?.0 {
+            let want = names.get(&img.id).cloned().unwrap_or_default();
+            if img.names != want {
+                img.names = want;
+                self.put_image(&img)?;
+            }
+        }
         let bytes = serde_json::to_vec_pretty(&refs)
             .map_err(|e| Error::Format(format!("encoding refs: {e}")))?;
         self.write_atomic(&self.refs_path(), &bytes)?;
@@ -273,8 +330,14 @@ impl Store {
         for e in rd.flatten() {
             let p = e.path().join("meta.json");
             let Ok(b) = std::fs::read(&p) else { continue };
-            let v: serde_json::Value = serde_json::from_slice(&b)
-                .map_err(|e| Error::Format(format!("{}: corrupt: {e}", p.display())))?;
+            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|err| {
+                Error::Format(format!(
+                    "{}: corrupt container record ({err}): which image it uses is unknown, so \
+                     no image is removed; unmount that container if it is mounted and remove {}",
+                    p.display(),
+                    e.path().display()
+                ))
+            })?;
             if let Some(id) = v.get("image").and_then(|i| i.as_str()) {
                 out.insert(Digest::parse(id)?);
             }
@@ -287,6 +350,24 @@ impl Store {
         std::fs::read_dir(self.containers_dir())
             .map(|rd| rd.flatten().count())
             .unwrap_or(0)
+    }
+
+    /// Fails naming the first layer of `image` whose directory is missing from the store.
+    pub fn check_layers_present(&self, image: &ImageRecord) -> Result<()> {
+        for (i, chain) in image.layers.iter().enumerate() {
+            let diff = self.layer_diff(chain);
+            if !diff.is_dir() {
+                return Err(Error::Format(format!(
+                    "image {}: layer {} ({chain}) is missing from the store ({}); {}, or load \
+                     or pull the image again",
+                    image.id.short(),
+                    i + 1,
+                    diff.display(),
+                    health::FSCK_HINT
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The lower directories of an image for the overlay driver, top layer first.
@@ -309,6 +390,7 @@ pub fn image_lowerdirs(root: &Path, image_ref: &str) -> Result<Vec<PathBuf>> {
             "image {image_ref} has no layers to mount"
         )));
     }
+    store.check_layers_present(&img)?;
     Ok(store.lowerdirs(&img))
 }
 

@@ -9,11 +9,16 @@ use crate::image::oci::{History, ImageConfig};
 use crate::reference::Reference;
 use crate::{Error, Result};
 
-/// `images --filter`: dangling=true|false, reference=PATTERN (repeatable, any may match).
+/// `images --filter`, docker's keys: `dangling=true|false`, `reference=PATTERN` (repeatable,
+/// any may match), `label=KEY[=VALUE]` (repeatable, all must match), `before=IMAGE` and
+/// `since=IMAGE` (created before / after that image).
 #[derive(Debug, Default, Clone)]
 pub struct ImageFilter {
     pub dangling: Option<bool>,
     pub references: Vec<String>,
+    pub labels: Vec<(String, Option<String>)>,
+    pub before: Option<String>,
+    pub since: Option<String>,
 }
 
 impl ImageFilter {
@@ -24,9 +29,16 @@ impl ImageFilter {
             match s.split_once('=') {
                 Some(("dangling", v)) => f.dangling = Some(matches!(v, "true" | "1")),
                 Some(("reference", p)) => f.references.push(p.to_string()),
+                Some(("label", kv)) => f.labels.push(match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (kv.to_string(), None),
+                }),
+                Some(("before", i)) => f.before = Some(i.to_string()),
+                Some(("since", i)) => f.since = Some(i.to_string()),
                 _ => {
                     return Err(Error::Usage(format!(
-                        "unsupported filter {s:?}: use dangling=true|false or reference=PATTERN"
+                        "unsupported filter {s:?}: use dangling=true|false, reference=PATTERN, \
+                         label=KEY[=VALUE], before=IMAGE or since=IMAGE"
                     )));
                 }
             }
@@ -45,6 +57,39 @@ impl ImageFilter {
         self.references
             .iter()
             .any(|p| glob(p, if p.contains(':') { &full } else { &repo }))
+    }
+}
+
+/// The label and creation-time part of a filter, with `before`/`since` resolved to times.
+struct ConfigFilter<'a> {
+    labels: &'a [(String, Option<String>)],
+    before: Option<jiff::Timestamp>,
+    since: Option<jiff::Timestamp>,
+}
+
+impl ConfigFilter<'_> {
+    fn keeps(&self, config: &ImageConfig) -> bool {
+        let labels = config
+            .config
+            .as_ref()
+            .and_then(|c| c.get("Labels"))
+            .and_then(|l| l.as_object());
+        let label_ok = self.labels.iter().all(|(k, v)| {
+            labels
+                .and_then(|l| l.get(k))
+                .is_some_and(|have| v.as_ref().is_none_or(|v| have.as_str() == Some(v)))
+        });
+        let t = config
+            .created
+            .as_deref()
+            .and_then(|c| c.parse::<jiff::Timestamp>().ok());
+        let within = |bound: Option<jiff::Timestamp>, want: std::cmp::Ordering| match bound {
+            None => true,
+            Some(b) => t.is_some_and(|t| t.cmp(&b) == want),
+        };
+        label_ok
+            && within(self.before, std::cmp::Ordering::Less)
+            && within(self.since, std::cmp::Ordering::Greater)
     }
 }
 
@@ -107,11 +152,37 @@ impl DiskUsage {
 }
 
 impl Store {
+    /// When image `name` was created (for `before=`/`since=`).
+    fn created_time(&self, name: &str) -> Result<jiff::Timestamp> {
+        let img = self.resolve(name)?;
+        let c = ImageConfig::parse(&self.read_blob(&img.id)?, img.id.as_str())?;
+        c.created.and_then(|t| t.parse().ok()).ok_or_else(|| {
+            Error::Usage(format!("image {name} has no creation time to compare with"))
+        })
+    }
+
     /// The rows of `images`, newest first, then by name.
     pub fn image_rows(&self, filter: &ImageFilter) -> Result<Vec<ImageRow>> {
+        let by_config = ConfigFilter {
+            labels: &filter.labels,
+            before: filter
+                .before
+                .as_deref()
+                .map(|i| self.created_time(i))
+                .transpose()?,
+            since: filter
+                .since
+                .as_deref()
+                .map(|i| self.created_time(i))
+                .transpose()?,
+        };
         let mut by_id: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
-        for (name, id) in self.refs()? {
-            by_id.entry(id).or_default().push(Reference::parse(&name)?);
+        // Damage is named in warnings and the rest listed (see `health`).
+        for (name, id) in self.refs_for_listing()? {
+            match Reference::parse(&name) {
+                Ok(r) => by_id.entry(id).or_default().push(r),
+                Err(e) => log::warn!("refs.json: skipping name {name:?}: {e}"),
+            }
         }
         let mut rows = Vec::new();
         for img in self.images()? {
@@ -119,7 +190,23 @@ impl Store {
             if filter.dangling.is_some_and(|d| d != names.is_empty()) {
                 continue;
             }
-            let config = ImageConfig::parse(&self.read_blob(&img.id)?, img.id.as_str())?;
+            let config = match self
+                .read_blob(&img.id)
+                .and_then(|b| ImageConfig::parse(&b, img.id.as_str()))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!(
+                        "image {}: {e}; {}",
+                        img.id.short(),
+                        super::health::FSCK_HINT
+                    );
+                    continue;
+                }
+            };
+            if !by_config.keeps(&config) {
+                continue;
+            }
             let mut shown: Vec<Option<Reference>> = names.into_iter().map(Some).collect();
             if shown.is_empty() {
                 shown.push(None);
@@ -330,6 +417,13 @@ mod tests {
         let other = Reference::parse("alpine").unwrap();
         assert!(f.keeps(Some(&app)) && !f.keeps(Some(&other)) && !f.keeps(None));
         assert!(ImageFilter::default().keeps(None));
-        assert!(ImageFilter::parse(&["label=x".into()]).is_err());
+        assert!(ImageFilter::parse(&["until=x".into()]).is_err());
+        let f =
+            ImageFilter::parse(&["label=a=b".into(), "label=c".into(), "since=x".into()]).unwrap();
+        assert_eq!(
+            f.labels,
+            [("a".into(), Some("b".into())), ("c".into(), None)]
+        );
+        assert_eq!(f.since.as_deref(), Some("x"));
     }
 }

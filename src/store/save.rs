@@ -207,17 +207,40 @@ struct Planned {
 }
 
 /// The image's stored manifest, if it names exactly these layer blobs.
-fn reusable_manifest(store: &Store, img: &ImageRecord, layers: &[Blob]) -> Option<Blob> {
-    let md = img.manifest.as_ref()?;
+fn reusable_manifest(
+    store: &Store,
+    img: &ImageRecord,
+    name: Option<&Reference>,
+    layers: &[Blob],
+) -> Option<Blob> {
+    // The manifest this name was loaded with, else the image's first one.
+    let by_name = name.and_then(|n| img.manifests.get(&n.to_string()));
+    let candidates = by_name.into_iter().chain(img.manifest.as_ref());
+    candidates
+        .filter_map(|md| manifest_if_same(store, img, md, layers))
+        .next()
+}
+
+/// The stored manifest `md` when it names exactly these layer blobs, with media types that
+/// declare the compression the blobs have.
+fn manifest_if_same(
+    store: &Store,
+    img: &ImageRecord,
+    md: &crate::store::Digest,
+    layers: &[Blob],
+) -> Option<Blob> {
+    use crate::image::compress::declared_by_media_type;
     let bytes = store.read_blob(md).ok()?;
     let Ok(Document::Manifest(m)) = parse_document(&bytes, "manifest") else {
         return None;
     };
     let same = m.layers.len() == layers.len()
-        && m.layers
-            .iter()
-            .zip(layers)
-            .all(|(a, b)| a.digest == b.desc.digest && a.size == b.desc.size);
+        && m.layers.iter().zip(layers).all(|(a, b)| {
+            a.digest == b.desc.digest
+                && a.size == b.desc.size
+                && declared_by_media_type(&a.media_type)
+                    == declared_by_media_type(&b.desc.media_type)
+        });
     if !same || m.config.digest != img.id {
         return None;
     }
@@ -242,7 +265,7 @@ fn plan(store: &Store, arg: &str, format: SaveFormat, scratch: &Path) -> Result<
             _ => stored_layer(store, &img, i, scratch),
         })
         .collect::<Result<Vec<_>>>()?;
-    let manifest = match reusable_manifest(store, &img, &layers) {
+    let manifest = match reusable_manifest(store, &img, names.first(), &layers) {
         Some(m) => m,
         None => {
             let descs: Vec<Descriptor> = layers.iter().map(|l| l.desc.clone()).collect();

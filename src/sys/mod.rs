@@ -170,10 +170,13 @@ pub fn set_umask(mask: u32) {
 }
 
 /// Forks. In the child returns `Ok(None)`, in the parent `Ok(Some(child_pid))`.
-/// Call only while the process is single-threaded.
-pub fn fork() -> Result<Option<i32>, Errno> {
-    // SAFETY: the caller guarantees the process is single-threaded, so the child inherits no
-    // locks held by other threads; both sides continue with ordinary Rust code.
+///
+/// # Safety
+/// Only while the process is single-threaded: a child forked from a threaded process inherits
+/// locks other threads held (the allocator's among them) and may deadlock.
+pub unsafe fn fork() -> Result<Option<i32>, Errno> {
+    // SAFETY: the caller guarantees the process is single-threaded (this function's contract),
+    // so the child inherits no locks held by other threads.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => Ok(None),
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Some(child.as_raw())),

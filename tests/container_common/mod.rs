@@ -109,11 +109,7 @@ impl Default for Env {
 }
 
 pub fn is_mounted(p: &Path) -> bool {
-    let want = p.to_str().unwrap().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    layerfs::mountinfo::is_mounted(&layerfs::mountinfo::read_mountinfo().unwrap(), p)
 }
 
 /// Unmounts on drop (also when the test failed), through layerfs, else lazily.

@@ -538,11 +538,7 @@ impl Mount {
         self.dir.path()
     }
     fn is_mounted(&self) -> bool {
-        let want = self.path().to_str().unwrap().to_owned();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        layerfs::mountinfo::is_mounted(&layerfs::mountinfo::read_mountinfo().unwrap(), self.path())
     }
 }
 

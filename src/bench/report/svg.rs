@@ -514,6 +514,94 @@ pub fn charts(report: &Report) -> Vec<(String, String)> {
     out
 }
 
+/// Vertical lines at each power of ten from `10^lo` to `10^hi`, labelled; 1x darker.
+fn decade_grid(out: &mut String, xa: &Axis, (lo, hi): (i32, i32), top: f64, bottom: f64) {
+    for exp in lo..=hi {
+        let d = 10f64.powi(exp);
+        let x = xa.px(d);
+        let stroke = if exp == 0 { "#333" } else { "#e3e3e3" };
+        let _ = writeln!(
+            out,
+            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{stroke}\"/>\
+             <text x=\"{x:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
+            top - 6.0,
+            bottom + 16.0,
+            escape(&format!("{d}x"))
+        );
+    }
+}
+
+/// Sizes of one operation's group of bars in the overview.
+struct GroupLayout {
+    label_w: f64,
+    bar_h: f64,
+    group_h: f64,
+}
+
+/// One implementation's bar in an overview group.
+struct Bar<'a> {
+    name: &'a str,
+    /// Its place in the report's order (its colour).
+    index: usize,
+    ratio: Option<f64>,
+    /// Its repetitions and the most any implementation of the row had, when fewer.
+    fewer: Option<(usize, usize)>,
+}
+
+/// One operation of the overview: its label, then a bar per implementation from 1x to its
+/// ratio, faded when it had fewer repetitions than another implementation in the row (the
+/// ratio is less certain). Returns whether any bar was faded.
+fn overview_group(
+    out: &mut String,
+    l: &GroupLayout,
+    xa: &Axis,
+    y0: f64,
+    full: &str,
+    bars: &[Bar],
+) -> bool {
+    let short: String = if full.chars().count() > 64 {
+        full.chars().take(62).chain(['…']).collect()
+    } else {
+        full.to_string()
+    };
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#222\">\
+         <title>{}</title>{}</text>",
+        l.label_w - 8.0,
+        y0 + l.group_h / 2.0,
+        escape(full),
+        escape(&short)
+    );
+    let mut any_fewer = false;
+    for (j, bar) in bars.iter().enumerate() {
+        let Some(v) = bar.ratio else { continue };
+        let (color, _) = style(bar.name, bar.index);
+        let (a, b) = (xa.px(1.0), xa.px(v));
+        any_fewer |= bar.fewer.is_some();
+        let (attrs, note) = match bar.fewer {
+            Some((n, most)) => (
+                " class=\"fewer-reps\" fill-opacity=\"0.4\"",
+                format!(", only {n} of {most} repetitions"),
+            ),
+            None => ("", String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "<rect{attrs} x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{}\" fill=\"{color}\">\
+             <title>{}: {}{}</title></rect>",
+            a.min(b),
+            y0 + l.bar_h * j as f64,
+            (a - b).abs().max(1.0),
+            l.bar_h,
+            escape(bar.name),
+            escape(&format::ratio(Some(v))),
+            escape(&note)
+        );
+    }
+    any_fewer
+}
+
 /// Horizontal bars: each row's median over the baseline's median, per implementation.
 pub fn overview(report: &Report, rows: &[Row]) -> Option<String> {
     let order = report.impl_order();
@@ -577,69 +665,29 @@ pub fn overview(report: &Report, rows: &[Row]) -> Option<String> {
         &table::machine_line(report),
     );
     let bottom = top + group_h * shown.len() as f64;
-    for exp in lo_exp..=hi_exp {
-        let d = 10f64.powi(exp);
-        let x = xa.px(d);
-        let stroke = if exp == 0 { "#333" } else { "#e3e3e3" };
-        let _ = writeln!(
-            out,
-            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{stroke}\"/>\
-             <text x=\"{x:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
-            top - 6.0,
-            bottom + 16.0,
-            escape(&format!("{d}x"))
-        );
-    }
+    decade_grid(&mut out, &xa, (lo_exp, hi_exp), top, bottom);
+    let layout = GroupLayout {
+        label_w,
+        bar_h,
+        group_h,
+    };
     let mut any_fewer = false;
     for (i, r) in shown.iter().enumerate() {
         let y0 = top + group_h * i as f64 + 6.0;
-        let full = r.key.label();
-        let short: String = if full.chars().count() > 64 {
-            full.chars().take(62).chain(['…']).collect()
-        } else {
-            full.clone()
-        };
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#222\">\
-             <title>{}</title>{}</text>",
-            label_w - 8.0,
-            y0 + group_h / 2.0,
-            escape(&full),
-            escape(&short)
-        );
-        for (j, name) in bars.iter().enumerate() {
-            let Some(v) = ratio_of(r, name) else { continue };
-            let index = order.iter().position(|n| n == *name).unwrap_or(0);
-            let (color, _) = style(name, index);
-            let (a, b) = (xa.px(1.0), xa.px(v));
-            // Faded: fewer repetitions than another implementation in this row (or the
-            // baseline's), so the ratio is less certain.
-            let fewer = r
-                .cells
-                .iter()
-                .find(|c| &c.implementation == *name)
-                .and_then(|c| r.fewer_reps(c));
-            any_fewer |= fewer.is_some();
-            let (attrs, note) = match fewer {
-                Some((n, most)) => (
-                    " class=\"fewer-reps\" fill-opacity=\"0.4\"",
-                    format!(", only {n} of {most} repetitions"),
-                ),
-                None => ("", String::new()),
-            };
-            let _ = writeln!(
-                out,
-                "<rect{attrs} x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\">\
-                 <title>{}: {}{}</title></rect>",
-                a.min(b),
-                y0 + bar_h * j as f64,
-                (a - b).abs().max(1.0),
-                escape(name),
-                escape(&format::ratio(Some(v))),
-                escape(&note)
-            );
-        }
+        let bars_of_row: Vec<Bar> = bars
+            .iter()
+            .map(|name| Bar {
+                name: name.as_str(),
+                index: order.iter().position(|n| n == *name).unwrap_or(0),
+                ratio: ratio_of(r, name),
+                fewer: r
+                    .cells
+                    .iter()
+                    .find(|c| &c.implementation == *name)
+                    .and_then(|c| r.fewer_reps(c)),
+            })
+            .collect();
+        any_fewer |= overview_group(&mut out, &layout, &xa, y0, &r.key.label(), &bars_of_row);
     }
     let names: Vec<(String, usize)> = bars
         .iter()
