@@ -103,7 +103,7 @@ pub fn mount_overlay(
 }
 
 /// Mounts and serves until unmounted. `status` (background mode) receives "ok" or the error.
-fn serve(
+pub fn serve(
     ov: Arc<Overlay>,
     opts: &MountOptions,
     mnt: &Path,

@@ -19,6 +19,8 @@ pub mod error;
 pub mod fuse;
 pub mod human;
 pub mod image;
+pub mod inspect;
+pub mod lazy;
 pub mod mountinfo;
 pub mod mountopts;
 pub mod overlay;

@@ -106,14 +106,15 @@ fn mount_change_diff_commit() {
     std::fs::create_dir(m.join("d")).unwrap();
     std::fs::write(m.join("d/new"), "new").unwrap();
     std::fs::set_permissions(m.join("usr/bin"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let want = "C /d\nA /d/new\nC /etc\nD /etc/extra\nD /etc/hosts\nA /etc/new\nC /etc/passwd\n\
+    // `d` was removed and made again (opaque): what it held is D.
+    let want = "C /d\nD /d/keep\nA /d/new\nC /etc\nD /etc/extra\nD /etc/hosts\nA /etc/new\nC /etc/passwd\n\
                 A /opt\nA /opt/x\nA /opt/x/y\nA /opt/x/y/f\nC /usr\nC /usr/bin\nC /var\nD /var/old\n";
     // While mounted...
     assert_eq!(env.ok(&["diff", &id[..12]]), want);
     let json: serde_json::Value = serde_json::from_str(&env.ok(&["diff", &id, "--json"])).unwrap();
-    assert_eq!(json[1], serde_json::json!({"Path": "/d/new", "Kind": 1}));
+    assert_eq!(json[2], serde_json::json!({"Path": "/d/new", "Kind": 1}));
     assert_eq!(
-        json[3],
+        json[4],
         serde_json::json!({"Path": "/etc/extra", "Kind": 2})
     );
     let merged = tree(&m);

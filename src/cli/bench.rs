@@ -24,7 +24,8 @@ pub struct BenchArgs {
     #[arg(long = "vs", value_name = "CMD")]
     pub vs: Vec<String>,
     /// Workloads, comma separated: copy-up, lookup, readdir, stat-storm, read, untar, rm-rf,
-    /// parallel [default: all]
+    /// parallel [default: all]; `lazy` (alone, with --image) compares mount --lazy with
+    /// pull + mount through a local registry
     #[arg(
         long = "workload",
         short = 'w',
@@ -170,6 +171,16 @@ const STOP_SIGNALS: [i32; 3] = [
 pub fn run(args: &BenchArgs, store_root: &Path) -> Result<()> {
     use std::io::Write as _;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    if args.workloads.iter().any(|w| w == "lazy") {
+        let Some(image) = args.image.as_deref() else {
+            return Err(Error::Usage(
+                "bench -w lazy: give the image to measure with --image REF (a stored image; \
+                 scripts/bench-lazy builds one)"
+                    .into(),
+            ));
+        };
+        return crate::lazy::bench::run(image, &args.dir, store_root, !args.warm_only);
+    }
     let cfg = args.config(store_root)?;
     let impls = args.implementations()?;
     let stop = Arc::new(AtomicBool::new(false));

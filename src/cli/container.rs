@@ -1,5 +1,5 @@
-//! The container commands: create, ps, diff, commit, save, export, rm (mount and umount are in
-//! `mount.rs`).
+//! The container commands: create, ps, commit, save, export, rm (mount and umount are in
+//! `mount.rs`; `diff` is in `inspect.rs`).
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -14,12 +14,12 @@ use crate::container::mount::{
     Status, lowerdirs, mounts_of, shown_image_name, status_filter, statuses, unmount_container,
 };
 use crate::container::record::{ContainerRecord, Containers, sizes};
-use crate::container::{changes, diff, export};
+use crate::container::{changes, export};
 use crate::human::human_size;
 use crate::image::compress::Compression;
 use crate::image::oci::Platform;
 use crate::reference::Reference;
-use crate::store::save::{SaveFormat, save, save_to_writer};
+use crate::store::save::{SaveFormat, save_to_writer, save_with};
 use crate::store::{LockMode, Store};
 use crate::{Error, Result};
 
@@ -29,8 +29,6 @@ pub enum ContainerCommand {
     Create(CreateArgs),
     /// List containers (mounted ones; -a for all)
     Ps(PsArgs),
-    /// Show what a container changed: A added, C changed, D deleted (docker diff)
-    Diff(DiffArgs),
     /// Make a new image from a container's changes
     Commit(CommitArgs),
     /// Write images to a docker archive, an OCI archive or an OCI layout directory
@@ -76,15 +74,6 @@ pub struct PsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DiffArgs {
-    /// Container name or ID (prefix)
-    pub container: String,
-    /// Print JSON (docker's API form: Kind 0 = C, 1 = A, 2 = D)
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
 pub struct CommitArgs {
     /// Container name or ID (prefix)
     pub container: String,
@@ -119,6 +108,8 @@ pub struct SaveArgs {
     /// docker-archive, oci-archive or oci-dir
     #[arg(long, default_value = "docker-archive")]
     pub format: String,
+    #[command(flatten)]
+    pub seekable: super::lazy::SeekableArg,
 }
 
 #[derive(Debug, Args)]
@@ -180,7 +171,6 @@ pub fn run(root: &Path, cmd: ContainerCommand) -> Result<()> {
     match cmd {
         ContainerCommand::Create(a) => create(&store, &a, &mut out),
         ContainerCommand::Ps(a) => ps(&store, &a, &mut out),
-        ContainerCommand::Diff(a) => diff_cmd(&store, &a, &mut out),
         ContainerCommand::Commit(a) => commit_cmd(&store, &a, &mut out),
         ContainerCommand::Save(a) => save_cmd(&store, &a),
         ContainerCommand::Export(a) => export_cmd(&store, &a),
@@ -194,7 +184,12 @@ fn save_cmd(store: &Store, a: &SaveArgs) -> Result<()> {
     let format: SaveFormat = a.format.parse()?;
     let log = &mut std::io::stderr();
     match a.output.as_deref() {
-        Some(p) if p != Path::new("-") => save(store, &a.images, p, format, log),
+        Some(p) if p != Path::new("-") => {
+            save_with(store, &a.images, p, format, a.seekable.compression, log)
+        }
+        _ if a.seekable.compression.is_some() => Err(Error::Usage(
+            "save --compression: give the output with -o FILE (or -o DIR for oci-dir)".into(),
+        )),
         _ => {
             let stdout = std::io::stdout();
             if stdout.is_terminal() {
@@ -400,21 +395,6 @@ fn shown_mountpoint(st: &Status) -> String {
         Some(p) if st.stale => format!("{} (stale)", p.display()),
         Some(p) => p.display().to_string(),
     }
-}
-
-fn diff_cmd(store: &Store, a: &DiffArgs, out: &mut dyn Write) -> Result<()> {
-    let cs = Containers::new(store);
-    let rec = cs.resolve(&a.container)?;
-    let changes = diff::diff(&cs.upper(&rec.id), &lowerdirs(store, &rec))?;
-    if a.json {
-        return emit(out, &diff::to_json(&changes));
-    }
-    let mut s = String::new();
-    for c in &changes {
-        s.push_str(&c.to_string());
-        s.push('\n');
-    }
-    emit(out, &s)
 }
 
 fn compression(s: &str) -> Result<Compression> {

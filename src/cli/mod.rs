@@ -6,7 +6,8 @@
 //! mod.rs        Cli, Command, fuse-overlayfs argv forms, dispatch
 //! mount.rs      mount, umount
 //! store.rs      load, images, inspect, history, tag, rmi, prune, df
-//! container.rs  create, ps, diff, commit, save, export, rm
+//! container.rs  create, ps, commit, save, export, rm
+//! inspect.rs    diff, layers, efficiency, explore (inspect/explore.rs: its ratatui front end)
 //! registry.rs   pull, push, login, logout
 //! bench.rs      bench
 //! system.rs     version, info
@@ -27,6 +28,8 @@ pub mod bench;
 pub mod container;
 pub mod fsck;
 pub mod generate;
+pub mod inspect;
+pub mod lazy;
 pub mod mount;
 pub mod output;
 pub mod registry;
@@ -66,6 +69,8 @@ pub enum Command {
     Version(system::VersionArgs),
     /// Show the store, the runtime directory and the kernel features layerfs sees
     Info(system::InfoArgs),
+    #[command(flatten)]
+    Inspect(inspect::InspectCommand),
     /// Manage containers as a group (prune)
     #[command(name = "container", subcommand)]
     ContainerGroup(container::ContainerGroup),
@@ -127,6 +132,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Version(a) => system::version(&a, &mut std::io::stdout().lock()),
         Command::Info(a) => system::info(&root, &a, &mut std::io::stdout().lock()),
         Command::Fsck(a) => fsck::run(&root, &a),
+        Command::Inspect(cmd) => inspect::run(&root, cmd),
         Command::Generate(cmd) => generate::run(cmd),
         Command::ContainerGroup(cmd) => container::container_group(&root, cmd),
         Command::System(cmd) => system::system(&root, cmd),

@@ -26,6 +26,8 @@ pub struct MountArgs {
     /// Mounting an image makes a container; remove it (and what it wrote) at umount
     #[arg(long = "rm", conflicts_with = "read_only")]
     pub remove: bool,
+    #[command(flatten)]
+    pub lazy: super::lazy::LazyArgs,
     /// [SOURCE|IMAGE|CONTAINER] MOUNTPOINT
     #[arg(required = true, num_args = 1..=2)]
     pub args: Vec<PathBuf>,
@@ -39,6 +41,9 @@ pub struct UmountArgs {
 
 /// `layerfs mount`; `root` is the store root (for an image or a container).
 pub fn mount(args: &MountArgs, root: &Path) -> Result<()> {
+    if args.lazy.lazy {
+        return super::lazy::mount(args, root);
+    }
     let opts = MountOptions::parse(&args.options)?;
     let debug = args.debug || opts.debug;
     // `mount IMAGE-or-CONTAINER MNT`: no lowerdir, two operands.

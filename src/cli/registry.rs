@@ -44,6 +44,7 @@ impl TlsArgs {
     fn client(&self) -> ClientOptions {
         ClientOptions {
             tls_verify: self.tls_verify,
+            ..ClientOptions::default()
         }
     }
 }
@@ -73,6 +74,8 @@ pub struct PushArgs {
     /// Print only errors and the digest
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub seekable: crate::cli::lazy::SeekableArg,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +168,7 @@ fn push_cmd(root: &Path, files: &AuthFiles, a: &PushArgs, out: &mut dyn Write) -
     let opts = PushOptions {
         client: a.tls.client(),
         progress: progress(a.quiet),
+        compression: a.seekable.compression,
         ..PushOptions::default()
     };
     let mut sink = std::io::sink();

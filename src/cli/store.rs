@@ -301,7 +301,16 @@ fn images(store: &Store, a: &ImagesArgs, out: &mut dyn Write) -> Result<()> {
             l
         })
         .collect();
-    emit(out, &table(&header, &lines))
+    emit(out, &table(&header, &lines))?;
+    let lazy = crate::lazy::status::rows(store);
+    if lazy.is_empty() {
+        return Ok(());
+    }
+    emit(out, "\n")?;
+    emit(
+        out,
+        &table(&["LAZY MOUNT", "IMAGE", "LAYER", "LOCAL"], &lazy),
+    )
 }
 
 /// `inspect`: images and containers (a container's name or ID prefix is looked up first, as
@@ -504,7 +513,18 @@ fn prune_confirmed(a: &PruneArgs) -> bool {
 }
 
 fn prune(store: &Store, a: &PruneArgs, out: &mut dyn Write) -> Result<()> {
-    let reclaimed = store.prune(a.all, out)?;
+    let mut reclaimed = store.prune(a.all, out)?;
+    let (pieces, freed) = crate::lazy::gc::collect(store.root(), 0);
+    if pieces > 0 {
+        emit(
+            out,
+            &format!(
+                "Deleted lazy-read chunks: {pieces} ({})\n",
+                human_size(freed)
+            ),
+        )?;
+        reclaimed += freed;
+    }
     emit(
         out,
         &format!("Total reclaimed space: {}\n", human_size(reclaimed)),

@@ -33,6 +33,11 @@ impl DirLayers {
     pub fn top(&self) -> usize {
         self.0.first().copied().unwrap_or(0)
     }
+
+    /// The layer indexes, top first.
+    pub fn layers(&self) -> &[usize] {
+        &self.0
+    }
 }
 
 /// What a path resolves to.
@@ -67,8 +72,16 @@ impl LayerStack {
 
     /// The root: every layer down to the first whose root is opaque.
     pub fn root(&self) -> Result<DirLayers> {
+        let all: Vec<usize> = (0..self.layers.len()).collect();
+        self.root_of(&all)
+    }
+
+    /// The root of the stack made of the layers `order` (indexes, top first): several stacks
+    /// sharing layers can be resolved through one `LayerStack` (what `layerfs diff A B` does),
+    /// and a layer found in both is the same index.
+    pub fn root_of(&self, order: &[usize]) -> Result<DirLayers> {
         let mut v = Vec::new();
-        for i in 0..self.layers.len() {
+        for &i in order {
             v.push(i);
             if self.opaque(i, c".")? {
                 break;

@@ -13,7 +13,6 @@
 //! sight (into tmp/) and then deletes it.
 pub mod changes;
 pub mod commit;
-pub mod diff;
 pub mod export;
 pub mod import;
 pub mod lower;

@@ -40,11 +40,17 @@ const CA_BUNDLES: &[&str] = &[
 pub struct ClientOptions {
     /// Verify TLS certificates (`--tls-verify=false` turns this off and allows plain HTTP).
     pub tls_verify: bool,
+    /// Longest wait for a response and between reads (default 120 s; lazy reads use less, so
+    /// a registry that stops answering fails a read instead of hanging it).
+    pub timeout: Option<Duration>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { tls_verify: true }
+        ClientOptions {
+            tls_verify: true,
+            timeout: None,
+        }
     }
 }
 
@@ -158,7 +164,8 @@ fn api_authority(registry: &str) -> &str {
     }
 }
 
-fn agent(tls_verify: bool) -> ureq::Agent {
+fn agent(tls_verify: bool, timeout: Option<Duration>) -> ureq::Agent {
+    let wait = timeout.unwrap_or(Duration::from_secs(120));
     let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!tls_verify);
     if let Some(roots) = system_roots() {
         tls = tls.root_certs(roots);
@@ -168,9 +175,9 @@ fn agent(tls_verify: bool) -> ureq::Agent {
         .max_redirects(0)
         .user_agent(concat!("layerfs/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls.build())
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
+        .timeout_connect(Some(wait.min(Duration::from_secs(30))))
+        .timeout_recv_response(Some(wait))
+        .timeout_per_read(Some(wait))
         .build()
         .new_agent()
 }
@@ -208,7 +215,7 @@ impl Client {
         let authority = api_authority(registry);
         let plain_ok = !opts.tls_verify || is_loopback(host_of(authority));
         let mut client = Client {
-            agent: agent(opts.tls_verify),
+            agent: agent(opts.tls_verify, opts.timeout),
             registry: registry.to_owned(),
             base: Url::new(Scheme::Https, authority, "/")?,
             plain_ok,

@@ -81,16 +81,16 @@ struct Fetched {
 }
 
 /// The platform manifest a reference resolved to.
-struct Resolved {
+pub struct Resolved {
     /// What the reference named: a manifest, or an index.
     top: Fetched,
-    manifest: Manifest,
-    bytes: Vec<u8>,
-    digest: Digest,
+    pub manifest: Manifest,
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
 }
 
 /// Fetches the reference's manifest, following an index to `want`'s entry.
-fn resolve(client: &Client, r: &Reference, scope: &str, want: &Platform) -> Result<Resolved> {
+pub fn resolve(client: &Client, r: &Reference, scope: &str, want: &Platform) -> Result<Resolved> {
     let shown = r.familiar();
     let repo = r.repository.as_str();
     let top_ref = match (&r.digest, &r.tag) {
@@ -350,7 +350,7 @@ fn fetch_child(
 }
 
 /// The config bytes: from the store when it has them, else from the registry; verified.
-fn fetch_config(
+pub fn fetch_config(
     client: &Client,
     store: &Store,
     repo: &str,

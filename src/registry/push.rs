@@ -34,6 +34,9 @@ pub struct PushOptions {
     pub progress: bool,
     /// Blobs uploaded at once.
     pub jobs: usize,
+    /// Re-compress the layers into this seekable format first (a new manifest; for eStargz
+    /// also a new config).
+    pub compression: Option<crate::store::convert::SeekableFormat>,
 }
 
 impl Default for PushOptions {
@@ -42,6 +45,7 @@ impl Default for PushOptions {
             client: ClientOptions::default(),
             progress: false,
             jobs: 4,
+            compression: None,
         }
     }
 }
@@ -87,7 +91,17 @@ pub fn push(
             dest.familiar()
         )));
     };
-    let (manifest, blobs) = manifest_and_blobs(store, img)?;
+    // Converted blobs live in a staging directory until the push is done.
+    let mut _scratch = None;
+    let (manifest, blobs) = match opts.compression {
+        None => manifest_and_blobs(store, img)?,
+        Some(fmt) => {
+            let st = store.staging()?;
+            let c = crate::store::convert::convert(store, img, fmt, st.path())?;
+            _scratch = Some(st);
+            converted_blobs(c)
+        }
+    };
     let client = Client::connect(&dest.registry, creds, &opts.client)?;
     let repo = dest.repository.as_str();
     let _ = writeln!(out, "The push refers to repository [{}]", dest.name());
@@ -118,7 +132,9 @@ pub fn push(
     let digest = Digest::of(&manifest);
     done.manifest_put = put_manifest(&client, repo, tag, &manifest, &digest)?;
     store.put_blob(&manifest)?;
-    store.add_repo_digest(&img.id, &format!("{}@{digest}", dest.name()))?;
+    if opts.compression.is_none() {
+        store.add_repo_digest(&img.id, &format!("{}@{digest}", dest.name()))?;
+    }
     let _ = writeln!(out, "{tag}: digest: {digest} size: {}", manifest.len());
     done.digest = Some(digest);
     done.size = manifest.len() as u64;
@@ -162,6 +178,27 @@ fn manifest_and_blobs(store: &Store, img: &ImageRecord) -> Result<(Vec<u8>, Vec<
     };
     blobs.push(config);
     Ok((manifest, blobs))
+}
+
+/// The blobs of a converted image (layers, then the config) and its manifest.
+fn converted_blobs(c: crate::store::convert::Converted) -> (Vec<u8>, Vec<Blob>) {
+    let mut blobs: Vec<Blob> = c
+        .layers
+        .into_iter()
+        .map(|l| Blob {
+            digest: l.digest,
+            size: l.size,
+            path: l.path,
+            kind: "layer",
+        })
+        .collect();
+    blobs.push(Blob {
+        digest: Digest::of(&c.config),
+        size: c.config.len() as u64,
+        path: c.config_path,
+        kind: "config",
+    });
+    (c.manifest, blobs)
 }
 
 /// The image's own manifest, when it names exactly these layer blobs.

@@ -23,6 +23,7 @@
 //! Everything is published by one rename of a fully written, synced object; an existing target
 //! (EEXIST/ENOTEMPTY) means another load published the same content first, which is success.
 pub mod blobs;
+pub mod convert;
 pub mod fault;
 pub mod fsck;
 mod gc;
@@ -395,6 +396,7 @@ pub fn image_lowerdirs(root: &Path, image_ref: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// A staging directory under tmp/, removed (with its contents) on drop.
+#[derive(Debug)]
 pub struct Staging(PathBuf);
 
 impl Staging {

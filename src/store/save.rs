@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::convert::SeekableFormat;
 use super::{ImageRecord, Store};
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::image::compress::{self, Compression};
@@ -252,12 +253,40 @@ fn manifest_if_same(
     Some(Blob::bytes(&mt, bytes))
 }
 
-fn plan(store: &Store, arg: &str, format: SaveFormat, scratch: &Path) -> Result<Planned> {
+fn plan(
+    store: &Store,
+    arg: &str,
+    format: SaveFormat,
+    seekable: Option<SeekableFormat>,
+    scratch: &Path,
+) -> Result<Planned> {
     let img = store.resolve(arg)?;
     let names = match Reference::parse(arg) {
         Ok(r) if store.names_of(&img.id)?.contains(&r.to_string()) => vec![r],
         _ => Vec::new(),
     };
+    if let Some(fmt) = seekable {
+        let c = super::convert::convert(store, &img, fmt, scratch)?;
+        let layers = c
+            .layers
+            .into_iter()
+            .map(|l| {
+                let mut desc = descriptor(l.media_type, l.digest, l.size);
+                desc.annotations = l.annotations;
+                Blob {
+                    desc,
+                    data: Data::File(l.path),
+                }
+            })
+            .collect();
+        return Ok(Planned {
+            img,
+            names,
+            config: Blob::bytes(OCI_CONFIG, c.config),
+            layers,
+            manifest: Blob::bytes(OCI_MANIFEST, c.manifest),
+        });
+    }
     let config = Blob::bytes(OCI_CONFIG, store.read_blob(&img.id)?);
     let layers = (0..img.layers.len())
         .map(|i| match format {
@@ -407,6 +436,25 @@ pub fn save(
     format: SaveFormat,
     log: &mut dyn Write,
 ) -> Result<()> {
+    save_with(store, images, output, format, None, log)
+}
+
+/// [`save`], with the layers re-compressed into a seekable format when `seekable` is given.
+pub fn save_with(
+    store: &Store,
+    images: &[String],
+    output: &Path,
+    format: SaveFormat,
+    seekable: Option<SeekableFormat>,
+    log: &mut dyn Write,
+) -> Result<()> {
+    if seekable.is_some() && format == SaveFormat::DockerArchive {
+        return Err(Error::Usage(
+            "docker-archive holds uncompressed layers: use --format oci-archive or oci-dir \
+             with --compression"
+                .into(),
+        ));
+    }
     if images.is_empty() {
         return Err(Error::Usage("save: name at least one image".into()));
     }
@@ -422,7 +470,7 @@ pub fn save(
     let scratch = store.staging()?;
     let planned = images
         .iter()
-        .map(|a| plan(store, a, format, scratch.path()))
+        .map(|a| plan(store, a, format, seekable, scratch.path()))
         .collect::<Result<Vec<_>>>()?;
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -511,7 +559,7 @@ pub fn save_to_writer(
     let scratch = store.staging()?;
     let planned = images
         .iter()
-        .map(|a| plan(store, a, format, scratch.path()))
+        .map(|a| plan(store, a, format, None, scratch.path()))
         .collect::<Result<Vec<_>>>()?;
     write_archive(w, &planned, format, shown)?;
     for p in &planned {

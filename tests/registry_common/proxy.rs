@@ -23,6 +23,8 @@ pub struct ProxyOpts {
     pub truncate_first_blob: bool,
     /// Replace the Content-Type of manifest responses.
     pub manifest_type: Option<String>,
+    /// Relay responses at this many bytes per second (a slow link).
+    pub rate: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +55,12 @@ struct State {
     stop: AtomicBool,
     truncated: AtomicBool,
     next_token: AtomicUsize,
+    /// Drop every connection unanswered (the registry is gone).
+    down: AtomicBool,
+    /// Flip a byte of every Range response from a blob.
+    tamper: AtomicBool,
+    /// Read requests and never answer them (until turned off).
+    hang: AtomicBool,
 }
 
 pub struct Proxy {
@@ -76,6 +84,9 @@ impl Proxy {
             stop: AtomicBool::new(false),
             truncated: AtomicBool::new(false),
             next_token: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+            tamper: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
         });
         let threads = [(main, false), (storage, true)]
             .into_iter()
@@ -98,6 +109,36 @@ impl Proxy {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Blob GETs with a Range header seen so far.
+    pub fn range_gets(&self) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| {
+                s.method == "GET" && s.target.contains("/blobs/") && s.header("range").is_some()
+            })
+            .count()
+    }
+
+    /// While true, connections are closed without an answer.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Forgets every Bearer token handed out: the next request with one gets a 401.
+    pub fn expire_tokens(&self) {
+        self.state.tokens.lock().unwrap().clear();
+    }
+
+    /// While true, requests are read and never answered.
+    pub fn set_hang(&self, on: bool) {
+        self.state.hang.store(on, Ordering::SeqCst);
+    }
+
+    /// While true, one byte of every blob Range response is changed.
+    pub fn set_tamper(&self, on: bool) {
+        self.state.tamper.store(on, Ordering::SeqCst);
     }
 }
 
@@ -216,7 +257,17 @@ fn is_blob_get(r: &Req) -> bool {
 }
 
 fn handle(s: TcpStream, st: &State, storage: bool) -> std::io::Result<()> {
+    if st.down.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     let req = read_request(&s)?;
+    if st.hang.load(Ordering::SeqCst) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while st.hang.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        return Ok(());
+    }
     st.seen.lock().unwrap().push(Seen {
         method: req.method.clone(),
         target: req.target.clone(),
@@ -325,6 +376,24 @@ fn forward(
     up.read_to_end(&mut resp)?;
     if let Some(t) = retype {
         resp = replace_content_type(&resp, t);
+    }
+    let ranged = is_blob_get(req) && header(req, "range").is_some();
+    if ranged
+        && st.tamper.load(Ordering::SeqCst)
+        && let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n")
+        && resp.len() > i + 5
+    {
+        let mid = i + 4 + (resp.len() - i - 4) / 2;
+        resp[mid] ^= 0x55;
+    }
+    if let Some(rate) = st.opts.rate {
+        for piece in resp.chunks(16 << 10) {
+            s.write_all(piece)?;
+            std::thread::sleep(std::time::Duration::from_secs_f64(
+                piece.len() as f64 / rate as f64,
+            ));
+        }
+        return s.flush();
     }
     if may_cut && let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
         let body_len = resp.len() - (i + 4);
