@@ -549,6 +549,8 @@ fn mount_layers(base: &Path, layers: Vec<LazyLayer>) -> Result<Stack> {
         upper: None,
         work: None,
         userxattr: false,
+        // Read-only: nothing is renamed (lower redirects are followed all the same).
+        redirect_dir: false,
         fsync: true,
     })?);
     Ok(Stack {
