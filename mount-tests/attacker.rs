@@ -433,6 +433,7 @@ fn build(base: &Path) -> Dirs {
     Dirs {
         lowers: vec![lower],
         upper: Some((upper, work)),
+        mode: common::mount::Mode::Legacy,
     }
 }
 

@@ -264,6 +264,7 @@ fn parallel_writers_and_readers() {
     let kdirs = Dirs {
         lowers: dirs.lowers.clone(),
         upper: Some((upper, work)),
+        mode: common::mount::Mode::Legacy,
     };
     let kmnt: PathBuf = tmp.path().join("kmnt");
     let k = Mount::new(Impl::Kernel, &kdirs, &kmnt).expect("kernel mount");

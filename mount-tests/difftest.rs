@@ -8,7 +8,8 @@
 mod common;
 
 use common::diff::{Scenario, run_all};
-use common::fixture::{Fixture, Style, base, dir, file, file_bytes, opaque, pattern, wh};
+use common::fixture::{Fixture, Style, base, dir, file, file_bytes, opaque, pattern, wh, xattr};
+use common::mount::Mode;
 use common::ops::*;
 use libc::{
     O_APPEND, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY, R_OK,
@@ -110,6 +111,57 @@ fn with_upper() -> Fixture {
         file("f", "upper-f\n"),
     ];
     f
+}
+
+/// The base fixture with an upper dir that already holds redirected directories, as a kernel
+/// mounted with redirect_dir=on leaves them: `d` renamed to `rel` (relative redirect),
+/// `deep/a` moved to `bd/abs` (absolute), and a redirect to a path no lower layer has.
+fn with_redirects() -> Fixture {
+    let mut f = base();
+    f.upper = vec![
+        wh("d"),
+        dir("rel", 0o755),
+        xattr("rel", "trusted.overlay.redirect", "d"),
+        file("rel/up", "up\n"),
+        dir("deep", 0o755),
+        wh("deep/a"),
+        dir("bd", 0o755),
+        dir("bd/abs", 0o755),
+        xattr("bd/abs", "trusted.overlay.redirect", "/deep/a"),
+        dir("nowhere", 0o755),
+        xattr("nowhere", "trusted.overlay.redirect", "/no/such/dir"),
+    ];
+    f
+}
+
+/// Lower layers that were once an upper with redirect_dir=on: `r` (relative) and `sub/a`
+/// (absolute) redirect into the layer below, where a stale `r` must stay hidden.
+fn lower_redirects() -> Fixture {
+    Fixture {
+        lowers: vec![
+            vec![
+                dir("r", 0o755),
+                xattr("r", "trusted.overlay.redirect", "orig"),
+                file("r/top", "t\n"),
+                wh("orig"),
+                dir("sub", 0o755),
+                dir("sub/a", 0o755),
+                xattr("sub/a", "trusted.overlay.redirect", "/deep/x"),
+            ],
+            vec![
+                dir("orig", 0o755),
+                file("orig/low", "l\n"),
+                dir("orig/inner", 0o755),
+                file("orig/inner/f", "f\n"),
+                dir("deep", 0o755),
+                dir("deep/x", 0o755),
+                file("deep/x/y", "y\n"),
+                dir("r", 0o755),
+                file("r/hidden", "h\n"),
+            ],
+        ],
+        upper: vec![],
+    }
 }
 
 #[rustfmt::skip]
@@ -217,6 +269,26 @@ fn scenarios() -> Vec<Scenario> {
         sc("rename_out_of_opaque", vec![rename("opq/new", "new"), readdir("opq"), read("new")]),
         sc("rename_upper_dir_over_whiteout", vec![mkdir("n", 0o755), write("n/x", "x"), unlink("sym"), rename("n", "sym"), readdir("sym"), lstat("sym")]),
         sc("rename_whiteout_flag", vec![Op::Rename("f".into(), "g".into(), libc::RENAME_WHITEOUT), readdir("")]),
+        // Directory renames: EXDEV in legacy mode, redirects (redirect_dir=on) in features mode.
+        sc("rdir_same_dir", vec![rename("d", "d2"), readdir("d2"), read("d2/top"), read("d2/bottom"), read("d2/shared"), lstat("d2/gone"), lstat("d"), readdir(""), readdir("d2/sub"), read("d2/sub/s"), stat("d2")]),
+        sc("rdir_across_dirs", vec![rename("d", "bd/x/d"), readdir("bd/x/d"), read("bd/x/d/shared"), readdir("bd/x"), readdir("bd"), lstat("d"), readdir("")]),
+        sc("rdir_levels", vec![rename("deep/a/b", "b2"), readdir("b2"), read("b2/c/file"), rename("deep/a", "d/a"), readdir("d/a"), readdir("deep"), readdir("d")]),
+        sc("rdir_twice", vec![rename("d", "d2"), rename("d2", "bd/d3"), readdir("bd/d3"), read("bd/d3/top"), readdir(""), Op::Remount, readdir("bd/d3"), read("bd/d3/sub/s")]),
+        sc("rdir_back", vec![rename("d", "d2"), rename("d2", "d"), readdir("d"), readdir(""), read("d/top"), rename("d", "bd/d"), rename("bd/d", "d"), readdir("d"), readdir("bd")]),
+        sc("rdir_over_whiteout", vec![rename("d", "gone_root"), readdir("gone_root"), unlink("b"), rename("bd", "b"), readdir("b"), readdir("")]),
+        sc("rdir_over_empty_lower_dir", vec![rename("d", "empty"), readdir("empty"), read("empty/top"), lstat("d")]),
+        sc("rdir_remove_after", vec![rename("empty", "e2"), rmdir("e2"), lstat("empty"), readdir(""), rename("bd/x", "x2"), readdir("x2")]),
+        sc("rdir_change_inside", vec![rename("d", "d2"), write("d2/top", "new"), unlink("d2/bottom"), mkdir("d2/nd", 0o755), append("d2/shared", "+"), readdir("d2"), rename("d2/sub", "d2/sub2"), readdir("d2/sub2"), Op::Remount, readdir("d2"), read("d2/top")]),
+        sc("rdir_mkdir_old_name", vec![rename("d", "d2"), mkdir("d", 0o755), readdir("d"), readdir("d2"), write("d/n", "n"), readdir("")]),
+        sc("rdir_nested", vec![rename("deep/a", "a2"), rename("a2/b", "b2"), readdir("b2/c"), read("b2/c/file"), rename("a2", "a3"), readdir("a3"), Op::Remount, readdir("b2"), readdir("a3")]),
+        sc("rdir_samedir_in_redirected", vec![rename("deep/a", "a2"), rename("a2/b", "a2/b2"), readdir("a2/b2/c"), read("a2/b2/c/file"), rename("a2", "d/a2"), readdir("d/a2/b2"), Op::Remount, readdir("d/a2/b2/c")]),
+        sc("rdir_exchange", vec![rename_exchange("d", "bd"), readdir("d"), readdir("bd"), rename_exchange("opq", "xd"), readdir("opq"), readdir("xd")]),
+        sc("rdir_noreplace_and_errors", vec![rename_noreplace("d", "bd"), rename("d", "bd"), rename("d", "d/sub/x"), rename_noreplace("d", "dd"), readdir("dd")]),
+        sc("rdir_ino_keeps", vec![ino_save("d", 0), ino_save("d/top", 1), rename("d", "d2"), ino_same("d2", 0), ino_same("d2/top", 1)]),
+        scf("rdir_upper_has_redirects", with_redirects, vec![readdir(""), readdir("rel"), read("rel/top"), read("rel/up"), readdir("rel/sub"), readdir("bd/abs"), read("bd/abs/b/c/file"), readdir("deep"), readdir("nowhere"), lstat("d")]),
+        scf("rdir_upper_has_redirects_changes", with_redirects, vec![write("rel/top", "t"), unlink("rel/bottom"), rename("rel", "bd/rel2"), readdir("bd/rel2"), rename("bd/abs", "abs2"), readdir("abs2/b"), rmdir("nowhere"), readdir("")]),
+        scf("rdir_lower_has_redirects", lower_redirects, vec![readdir(""), readdir("r"), read("r/low"), readdir("r/inner"), read("r/inner/f"), lstat("r/hidden"), readdir("sub/a"), read("sub/a/y"), readdir("deep/x")]),
+        scf("rdir_lower_has_redirects_changes", lower_redirects, vec![write("r/inner/f", "n"), readdir("r"), rename("r", "r2"), readdir("r2/inner"), read("r2/low"), rename("sub/a", "a2"), readdir("a2"), Op::Remount, readdir("r2"), readdir("a2"), read("r2/inner/f")]),
         sc("rename_hidden_source", vec![rename("d/gone", "x"), rename("opq/old", "x")]),
         // Hard links.
         sc("link_lower_file", vec![link("f", "d/f2"), stat("f"), stat("d/f2"), ino_save("f", 0), ino_same("d/f2", 0)]),
@@ -293,5 +365,13 @@ fn differential_scenarios() {
     common::require_root();
     let all = scenarios();
     assert!(all.len() >= 80, "the issue asks for at least 80 scenarios");
-    run_all(all, Style::Overlay);
+    run_all(all, Style::Overlay, Mode::Features);
+}
+
+/// The same scenarios with the kernel's defaults (directory renames give EXDEV) and layerfs
+/// told `redirect_dir=off`.
+#[test]
+fn differential_scenarios_legacy() {
+    common::require_root();
+    run_all(scenarios(), Style::Overlay, Mode::Legacy);
 }

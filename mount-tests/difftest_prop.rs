@@ -7,7 +7,10 @@ mod common;
 
 use common::diff::{Scenario, run_scenario, test_tmp};
 use common::fixture::{Fixture, Style, dir, file, hlink, opaque, slink, wh, xattr};
-use common::mount::Impl;
+use common::mount::{Impl, Mode};
+
+/// layerfs's defaults against the kernel with the same features (`common::mount::Mode`).
+const MODE: Mode = Mode::Features;
 use common::ops::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -71,7 +74,7 @@ fn differences(
         ro: false,
         ops,
     };
-    run_scenario(&sc, other, Style::Overlay, base.path())
+    run_scenario(&sc, other, Style::Overlay, base.path(), MODE)
 }
 
 fn name() -> impl Strategy<Value = &'static str> {

@@ -489,6 +489,7 @@ fn run(imp: Impl, base: &Path) -> Vec<String> {
     let dirs = Dirs {
         lowers: vec![lower],
         upper: Some((upper, work)),
+        mode: common::mount::Mode::Legacy,
     };
     let m = Mount::new(imp, &dirs, &mnt).unwrap_or_else(|e| panic!("{}: {e}", imp.name()));
     let root =

@@ -165,7 +165,13 @@ fn run(style: Style) {
             .prefix(sc.name)
             .tempdir_in(&tmp)
             .expect("tempdir");
-        let r = run_scenario(&sc, other, style, base.path());
+        let r = run_scenario(
+            &sc,
+            other,
+            style,
+            base.path(),
+            common::mount::Mode::Features,
+        );
         if !r.is_empty() {
             failures += &format!(
                 "\n== {} ({style:?} lowers):\n   {}",

@@ -162,6 +162,7 @@ fn an_upper_and_workdir_in_use_are_refused_to_a_second_mount() {
     let dirs = Dirs {
         lowers: vec![b.join("l")],
         upper: Some((b.join("u"), b.join("w"))),
+        mode: common::mount::Mode::Legacy,
     };
     let first = Mount::new(Impl::Layerfs, &dirs, &b.join("m")).unwrap();
     std::fs::write(b.join("m/new"), "written through the first mount\n").unwrap();

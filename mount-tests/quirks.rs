@@ -259,6 +259,7 @@ fn layerfs_view(dir: &Path, layout: &Path, name: &str) -> Result<Vec<String>, St
     let dirs = Dirs {
         lowers: store.lowerdirs(&img),
         upper: None,
+        mode: common::mount::Mode::Legacy,
     };
     let m = Mount::new(Impl::Kernel, &dirs, &dir.join("mnt")).expect("kernel overlay mount");
     let t = lines(m.path());

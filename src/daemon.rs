@@ -54,6 +54,7 @@ pub fn mount_overlay(
         upper: opts.upperdir.as_deref().map(absolute).transpose()?,
         work: opts.workdir.as_deref().map(absolute).transpose()?,
         userxattr: opts.userxattr,
+        redirect_dir: opts.redirect_dir_on(),
         fsync: opts.fsync,
         ownership: ownership(&opts.ownership),
         quirks: overlay::Quirks {

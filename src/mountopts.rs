@@ -23,6 +23,10 @@ pub struct MountOptions {
     pub fsync: bool,
     /// Read and write `user.overlay.*` markers instead of `trusted.overlay.*` (kernel `userxattr`).
     pub userxattr: bool,
+    /// Rename merged and lower directories, recorded with `trusted.overlay.redirect`
+    /// (`redirect_dir=on`, the default; `off`: EXDEV, as the kernel's default). `None`: not
+    /// given (then on, except with `userxattr`, where the kernel turns it off).
+    pub redirect_dir: Option<bool>,
     /// Request threads (`threads=N`); default: one per CPU, at least 2.
     pub threads: Option<usize>,
     /// Hand open files to the kernel (FUSE passthrough) where it is granted (`passthrough=off`).
@@ -92,6 +96,7 @@ impl Default for MountOptions {
             passthrough_mount_opts: Vec::new(),
             fsync: true,
             userxattr: false,
+            redirect_dir: None,
             threads: None,
             passthrough: true,
             timeout_secs: 86400.0,
@@ -110,7 +115,7 @@ pub const SUPPORTED: &str = "lowerdir=DIR[:DIR...], upperdir=DIR, workdir=DIR, \
 ro, rw, allow_other, allow_root, default_permissions, suid, nosuid, dev, nodev, exec, noexec, \
 atime, noatime, relatime, strictatime, nodiratime, fsname=NAME, subtype=NAME, \
 context=, fscontext=, defcontext=, rootcontext=, fsync=0|1, volatile, userxattr, \
-xino=on|off|auto, redirect_dir=off, index=off, metacopy=off, noacl, threads=N, \
+xino=on|off|auto, redirect_dir=on|off|follow|nofollow, index=off, metacopy=off, noacl, threads=N, \
 passthrough=on|off, timeout=SECONDS, debug, defaults, auto, noauto, nonempty, _netdev, x-*, \
 uidmapping=D:S:N[:D:S:N...], gidmapping=D:S:N[:D:S:N...], squash_to_root, squash_to_uid=N, \
 squash_to_gid=N, xattr_permissions=0|1|2, static_nlink, ino32_t, noxattrs=0|1, \
@@ -174,7 +179,11 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
         "Read and write user.overlay.* markers instead of trusted.overlay.* (kernel userxattr).",
     ),
     (
-        "xino=on|off|auto, redirect_dir=off, index=off, metacopy=off, noacl",
+        "redirect_dir=on|off|follow|nofollow",
+        "on (the default): renaming a directory that a lower layer holds works in O(1) and is recorded with trusted.overlay.redirect, as the kernel writes it. off, follow, nofollow: such a rename fails with EXDEV (tools then copy). Existing redirects are always followed. With userxattr the default is off, and redirect_dir=on is refused, as by the kernel.",
+    ),
+    (
+        "xino=on|off|auto, index=off, metacopy=off, noacl",
         "Kernel overlayfs options accepted for compatibility; layerfs implements the kernel defaults. noacl: POSIX ACL xattrs fail with EOPNOTSUPP, as in fuse-overlayfs.",
     ),
     (
@@ -245,7 +254,21 @@ impl MountOptions {
                 o.apply(&item)?;
             }
         }
+        if o.userxattr && o.redirect_dir == Some(true) {
+            // The kernel's rule and words: userxattr mounts are for unprivileged users, who
+            // must not be able to point a directory at another place in the lower layers.
+            return Err(Error::Usage(
+                "conflicting options: userxattr,redirect_dir=on (redirects are not written or \
+                 followed with user.overlay.* markers; drop one of the two)"
+                    .into(),
+            ));
+        }
         Ok(o)
+    }
+
+    /// Whether directory renames are recorded with redirects (see `redirect_dir`).
+    pub fn redirect_dir_on(&self) -> bool {
+        self.redirect_dir.unwrap_or(!self.userxattr)
     }
 
     fn apply(&mut self, item: &str) -> Result<()> {
@@ -294,7 +317,12 @@ impl MountOptions {
                 Some("on" | "off" | "auto") => {}
                 _ => return Err(bad_value(key, value, "on, off or auto")),
             },
-            "redirect_dir" | "index" | "metacopy" | "nfs_export" => match value {
+            "redirect_dir" => match value {
+                Some("on") => self.redirect_dir = Some(true),
+                Some("off" | "follow" | "nofollow") => self.redirect_dir = Some(false),
+                _ => return Err(bad_value(key, value, "on, off, follow or nofollow")),
+            },
+            "index" | "metacopy" | "nfs_export" => match value {
                 Some("off") => {}
                 _ => {
                     return Err(Error::Usage(format!(
@@ -639,7 +667,8 @@ mod tests {
         for bad in [
             "threads=0",
             "threads=x",
-            "redirect_dir=on",
+            "redirect_dir=maybe",
+            "userxattr,redirect_dir=on",
             "xino=maybe",
             "timeout=-1",
             "lowerdir=",

@@ -322,6 +322,7 @@ fn run_names(ops: &[NameOp]) -> Result<(), TestCaseError> {
         upper: Some(b.join("upper")),
         work: Some(b.join("work")),
         userxattr: false,
+        redirect_dir: true,
         fsync: false,
         ownership: Default::default(),
         quirks: Default::default(),

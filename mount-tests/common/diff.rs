@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixture::{Fixture, Style};
-use super::mount::{Dirs, Impl, Mount, abort_mounts_under};
+use super::mount::{Dirs, Impl, Mode, Mount, abort_mounts_under};
 use super::ops::{Ctx, Op};
 use super::tree::{Tree, View, diff_trees, private_markers, snapshot, strip_kernel_private};
 
@@ -21,12 +21,20 @@ pub struct Scenario {
 
 /// Runs `sc` on the kernel (lowers in overlay format) and on `other` (lowers in `style`).
 /// Returns one line per difference; empty means identical.
-pub fn run_scenario(sc: &Scenario, other: Impl, style: Style, base: &Path) -> Vec<String> {
+pub fn run_scenario(
+    sc: &Scenario,
+    other: Impl,
+    style: Style,
+    base: &Path,
+    mode: Mode,
+) -> Vec<String> {
     let mut report = Vec::new();
     let on = other.name();
     let fixture = (sc.fixture)();
-    let kdirs = fixture.instantiate(&base.join("k"), Style::Overlay, sc.ro);
-    let odirs = fixture.instantiate(&base.join("o"), style, sc.ro);
+    let mut kdirs = fixture.instantiate(&base.join("k"), Style::Overlay, sc.ro);
+    let mut odirs = fixture.instantiate(&base.join("o"), style, sc.ro);
+    kdirs.mode = mode;
+    odirs.mode = mode;
     let km = match Mount::new(Impl::Kernel, &kdirs, &base.join("k/mnt")) {
         Ok(m) => m,
         Err(e) => return vec![format!("setup: {e}")],
@@ -108,6 +116,7 @@ fn compare_uppers(
         let d = Dirs {
             lowers: lowers.clone(),
             upper: Some((upper.clone(), work)),
+            mode: kdirs.mode,
         };
         match Mount::new(imp, &d, &base.join(dir).join("mnt")) {
             Ok(m) => {
@@ -144,7 +153,7 @@ fn scenario_timeout() -> Duration {
 /// panics with every difference if any scenario differs. A scenario that hangs (a daemon that
 /// stops answering) has its mounts aborted after `LAYERFS_SCENARIO_TIMEOUT` seconds and is
 /// reported as a difference.
-pub fn run_all(scenarios: Vec<Scenario>, style: Style) {
+pub fn run_all(scenarios: Vec<Scenario>, style: Style, mode: Mode) {
     let other = Impl::under_test();
     let filter = std::env::var("LAYERFS_SCENARIO").unwrap_or_default();
     let jobs: usize = std::env::var("LAYERFS_TEST_JOBS")
@@ -187,7 +196,7 @@ pub fn run_all(scenarios: Vec<Scenario>, style: Style) {
                         .lock()
                         .expect("lock")
                         .insert(key.clone(), (sc.name, Instant::now(), false));
-                    let mut r = run_scenario(sc, other, style, base.path());
+                    let mut r = run_scenario(sc, other, style, base.path(), mode);
                     let entry = running.lock().expect("lock").remove(&key);
                     if entry.is_some_and(|e| e.2) {
                         r.insert(
@@ -206,7 +215,8 @@ pub fn run_all(scenarios: Vec<Scenario>, style: Style) {
     let mut failures = failures.into_inner().expect("lock");
     failures.sort();
     eprintln!(
-        "differential: {} scenarios, kernel vs {}, {} differ, {:.1}s",
+        "differential ({} mode): {} scenarios, kernel vs {}, {} differ, {:.1}s",
+        mode.name(),
         todo.len(),
         other.name(),
         failures.len(),
@@ -223,7 +233,8 @@ pub fn run_all(scenarios: Vec<Scenario>, style: Style) {
         }
     }
     panic!(
-        "{} of {} scenarios differ between kernel and {}:{msg}",
+        "{} mode: {} of {} scenarios differ between kernel and {}:{msg}",
+        mode.name(),
         failures.len(),
         todo.len(),
         other.name()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps, XattrFlags};
 
-use super::mount::Dirs;
+use super::mount::{Dirs, Mode as OvMode};
 
 /// Every fixture entry gets this atime and mtime (1985-11-05): anything below 1e9 seconds in a
 /// tree snapshot is a time the fixture set, anything above was set by an operation.
@@ -80,7 +80,11 @@ impl Fixture {
             mkdir(&w);
             Some((u, w))
         };
-        Dirs { lowers, upper }
+        Dirs {
+            lowers,
+            upper,
+            mode: OvMode::Legacy,
+        }
     }
 }
 

@@ -57,6 +57,27 @@ impl Impl {
 pub struct Dirs {
     pub lowers: Vec<PathBuf>,
     pub upper: Option<(PathBuf, PathBuf)>,
+    pub mode: Mode,
+}
+
+/// Which overlay options both sides run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The kernel's defaults (`redirect_dir=off,index=off,metacopy=off`); layerfs is told
+    /// `redirect_dir=off`.
+    Legacy,
+    /// The kernel with what layerfs does by default (`redirect_dir=on`); layerfs with its
+    /// defaults.
+    Features,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Legacy => "legacy",
+            Mode::Features => "features",
+        }
+    }
 }
 
 impl Dirs {
@@ -154,10 +175,11 @@ fn do_mount(imp: Impl, dirs: &Dirs, mnt: &Path) -> Result<Option<tempfile::TempD
             }
             // The defaults named explicitly so a kernel built with other defaults still
             // gives the semantics layerfs follows.
-            let data = format!(
-                "{},redirect_dir=off,index=off,metacopy=off,xino=off",
-                dirs.options(&lowers)
-            );
+            let features = match dirs.mode {
+                Mode::Legacy => "redirect_dir=off,index=off,metacopy=off,xino=off",
+                Mode::Features => "redirect_dir=on,index=off,metacopy=off,xino=off",
+            };
+            let data = format!("{},{features}", dirs.options(&lowers));
             let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
             rustix::mount::mount(
                 "overlay",
@@ -170,8 +192,11 @@ fn do_mount(imp: Impl, dirs: &Dirs, mnt: &Path) -> Result<Option<tempfile::TempD
         }
         Impl::Layerfs => {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_layerfs"));
-            cmd.args(["mount", "-o", &dirs.options(&dirs.lowers)])
-                .arg(mnt);
+            let mut o = dirs.options(&dirs.lowers);
+            if dirs.mode == Mode::Legacy && dirs.upper.is_some() {
+                o += ",redirect_dir=off";
+            }
+            cmd.args(["mount", "-o", &o]).arg(mnt);
             run_daemon_start(cmd, mnt, "layerfs mount")?;
             // The contract: `layerfs mount` returns only once the mount is live.
             if mount_entry(mnt).is_none() {

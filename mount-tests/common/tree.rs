@@ -358,7 +358,9 @@ pub fn private_markers(raw: &Tree) -> Vec<String> {
                 let key = kv.split('=').next().unwrap_or(kv);
                 // trusted.overlay.overlay.* is the kernel's escaped form of a user's
                 // trusted.overlay.* xattr (Linux 6.7+): data, not a marker.
+                // redirect: the kernel's own format (redirect_dir=on), compared raw.
                 let allowed = key == "trusted.overlay.opaque"
+                    || key == "trusted.overlay.redirect"
                     || key.starts_with("trusted.overlay.overlay.")
                     || !(key.starts_with("trusted.overlay.")
                         || key.starts_with("user.overlay.")

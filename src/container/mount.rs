@@ -284,6 +284,17 @@ pub fn mount_container(
             rec.name
         )));
     };
+    // `diff`, `commit` and `export` read the writable layer alone, and a read-only mount
+    // makes it a lower layer: neither follows directory redirects yet, so a container's
+    // layer never gets one (directory renames of image dirs give EXDEV, and tools copy).
+    if opts.redirect_dir == Some(true) {
+        return Err(Error::Usage(
+            "mount option redirect_dir=on: not for containers yet (diff, commit and export \
+             read the writable layer without following redirects); drop it"
+                .into(),
+        ));
+    }
+    opts.redirect_dir = Some(false);
     let mut lowers = lowerdirs(&store, rec);
     opts.fsname = Some(fsname(rec));
     if read_only {

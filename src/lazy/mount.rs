@@ -549,7 +549,11 @@ fn mount_layers(base: &Path, layers: Vec<LazyLayer>) -> Result<Stack> {
         upper: None,
         work: None,
         userxattr: false,
+        // Read-only: nothing is renamed (lower redirects are followed all the same).
+        redirect_dir: false,
         fsync: true,
+        ownership: Default::default(),
+        quirks: Default::default(),
     })?);
     Ok(Stack {
         sessions,

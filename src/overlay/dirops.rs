@@ -73,6 +73,18 @@ impl Overlay {
             Probe::Missing => {
                 let fd = make(upper.as_fd(), &cname, disk_what, disk.2, disk.0, disk.1)?;
                 self.write_new_override(upper.as_fd(), &cname, what, disk_what, (uid, gid, mode))?;
+                if matches!(what, NewKind::Dir)
+                    && self.redirect_dir
+                    && !parent.state().lowers.is_empty()
+                {
+                    // As the kernel when offline changes to the layers are not allowed
+                    // (redirect_dir=on): a new directory in a merged one is marked opaque
+                    // (an optimisation there, allowed to fail).
+                    let t = Target::At(upper.as_fd(), &cname);
+                    if let Err(e) = nofollow::set_xattr(t, self.opaque_xattr(), b"y", 0) {
+                        log::debug!("opaque on a new directory: {e}");
+                    }
+                }
                 fd
             }
             Probe::Whiteout => {

@@ -7,7 +7,7 @@
 //!   a whiteout or a non-directory;
 //! - an upper non-directory also notes the topmost lower file of the same type at that path
 //!   (its copy-up origin), whose inode number keeps `st_ino` stable across copy-up and remount.
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -15,7 +15,8 @@ use rustix::fs::{FileType, Stat};
 use rustix::io::Errno;
 
 use super::layer::LowerIdx;
-use super::node::{Node, NodeId, NodeState};
+use super::node::{LowerAt, Node, NodeId, NodeState};
+use super::redirect::{self, Redirect, Value};
 use super::{Entry, Overlay, Which, whiteout};
 use crate::{Error, Result, sys};
 
@@ -25,7 +26,8 @@ enum Upper {
     Hidden,
     Missing,
     Final(Resolved),
-    Merge(Resolved),
+    /// With the redirect a directory carries, if any.
+    Merge(Resolved, Option<Value>),
 }
 
 /// What one layer holds at a name.
@@ -49,6 +51,29 @@ pub(super) struct Resolved {
     /// Directories: the directory's fd in every layer merged into it (upper first), opened
     /// no-follow while resolving; they become the node's cached fds.
     pub fds: Vec<(Which, Arc<OwnedFd>)>,
+    /// An upper directory with a redirect: where its lower copies were looked for.
+    pub redirect: Option<Arc<Redirect>>,
+    /// Directories: the lower copies a redirect put elsewhere than at the name.
+    pub lower_at: Vec<(LowerIdx, LowerAt)>,
+}
+
+/// Where the lower layers are probed for a name: at a name in the parent's lower
+/// directories, or (an absolute redirect) at a path from each lower layer's root.
+enum Loc {
+    Here(CString, OsString),
+    Abs(Vec<OsString>),
+}
+
+impl Loc {
+    /// How a directory found here in layer `li` is reached, when not by its own `name` in
+    /// its parent (see `LowerAt`).
+    fn placed(&self, li: LowerIdx, name: &OsStr) -> Option<(LowerIdx, LowerAt)> {
+        match self {
+            Loc::Here(_, n) if n == name => None,
+            Loc::Here(_, n) => Some((li, LowerAt::Name(n.clone()))),
+            Loc::Abs(p) => Some((li, LowerAt::Path(p.clone()))),
+        }
+    }
 }
 
 /// What directory `dir` holds at `name`: an entry, a whiteout (char 0/0, or `.wh.name`), or
@@ -103,23 +128,118 @@ impl Overlay {
     ) -> Result<Option<Resolved>> {
         let cname = sys::cstr(name)?;
         let mut found: Option<Resolved> = None;
+        let mut redirect_to: Option<Value> = None;
         if pst.upper {
             match self.resolve_upper(parent, &cname, name)? {
                 Upper::Hidden => return Ok(None),
                 Upper::Missing => {}
                 Upper::Final(r) => return Ok(Some(r)),
-                Upper::Merge(r) => found = Some(r),
+                Upper::Merge(r, v) => {
+                    found = Some(r);
+                    redirect_to = v;
+                }
             }
         }
-        for &li in pst.lowers.iter().skip(lower_skip) {
-            let st = match self.probe_lower(parent, li, &cname, name)? {
-                Probe::Whiteout => break,
-                Probe::Missing => continue,
-                Probe::Present(st) => st,
+        let (layers, loc): (Vec<LowerIdx>, Loc) = match redirect_to {
+            None => (
+                pst.lowers.iter().skip(lower_skip).copied().collect(),
+                Loc::Here(cname.clone(), name.to_owned()),
+            ),
+            Some(v) => {
+                // A redirected upper directory: its lower copies are where the redirect says.
+                let rd = Arc::new(redirect::resolve_value(v, || self.lower_path(parent))?);
+                if let Some(f) = &mut found {
+                    f.redirect = Some(rd.clone());
+                }
+                if rd.absolute {
+                    (self.all_lowers(0), Loc::Abs(rd.path.clone()))
+                } else {
+                    let last = rd.path.last().cloned().unwrap_or_default();
+                    (pst.lowers.clone(), Loc::Here(sys::cstr(&last)?, last))
+                }
+            }
+        };
+        self.resolve_lowers(parent, name, layers, loc, &mut found)?;
+        Ok(found)
+    }
+
+    /// Every lower layer from `from` down.
+    fn all_lowers(&self, from: usize) -> Vec<LowerIdx> {
+        (from..self.lowers.len())
+            .map(|i| LowerIdx(i as u16))
+            .collect()
+    }
+
+    /// What lower layer `li` holds at `loc`, and (for `Loc::Abs`) the directory it is in.
+    fn probe_loc(
+        &self,
+        parent: &Arc<Node>,
+        li: LowerIdx,
+        loc: &Loc,
+    ) -> Result<(Probe, Option<OwnedFd>)> {
+        match loc {
+            Loc::Here(cname, name) => Ok((self.probe_lower(parent, li, cname, name)?, None)),
+            Loc::Abs(path) => {
+                let Some((last, dirs)) = path.split_last() else {
+                    return Ok((Probe::Missing, None));
+                };
+                let Some(dir) = self.walk_lower(li, dirs)? else {
+                    return Ok((Probe::Missing, None));
+                };
+                let p = probe(dir.as_fd(), &sys::cstr(last)?, last)?;
+                Ok((p, Some(dir)))
+            }
+        }
+    }
+
+    /// Opens the lower directory found at `loc` in layer `li` (`dir`: where `probe_loc`
+    /// found it); tells whether it is opaque and where the layers below continue (a redirect
+    /// in a lower layer is followed as the kernel does).
+    fn open_found(
+        &self,
+        parent: &Arc<Node>,
+        li: LowerIdx,
+        loc: &Loc,
+        dir: &Option<OwnedFd>,
+    ) -> Result<(Arc<OwnedFd>, bool, Option<Value>)> {
+        let (fd, opaque) = match (loc, dir) {
+            (Loc::Here(cname, _), _) => self.open_lower_child(parent, li, cname)?,
+            (Loc::Abs(path), Some(d)) => {
+                let last = path.last().ok_or(Error::Sys(Errno::STALE))?;
+                open_merged_dir(d.as_fd(), &sys::cstr(last)?)?
+            }
+            (Loc::Abs(_), None) => return Err(Error::Sys(Errno::STALE)),
+        };
+        let next = if opaque {
+            None
+        } else {
+            self.read_redirect(fd.as_fd())?
+        };
+        Ok((fd, opaque, next))
+    }
+
+    /// The lower half of a resolution of `name`: `layers` probed top first at `loc` (which a
+    /// redirect in a lower directory moves for the layers below it), merged into `found`.
+    fn resolve_lowers(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        mut layers: Vec<LowerIdx>,
+        mut loc: Loc,
+        found: &mut Option<Resolved>,
+    ) -> Result<()> {
+        let mut i = 0;
+        while let Some(&li) = layers.get(i) {
+            i += 1;
+            let (st, dir) = match self.probe_loc(parent, li, &loc)? {
+                (Probe::Whiteout, _) => break,
+                (Probe::Missing, _) => continue,
+                (Probe::Present(st), dir) => (st, dir),
             };
             let kind = sys::file_type(&st);
             let w = Which::Lower(li);
-            match &mut found {
+            let mut next = None;
+            match found {
                 None => {
                     let mut r = Resolved {
                         kind,
@@ -128,14 +248,18 @@ impl Overlay {
                         lowers: vec![li],
                         origin: None,
                         fds: Vec::new(),
+                        redirect: None,
+                        lower_at: Vec::new(),
                     };
                     let mut stop = kind != FileType::Directory;
                     if !stop {
-                        let (fd, opaque) = self.open_lower_child(parent, li, &cname)?;
+                        let (fd, opaque, n) = self.open_found(parent, li, &loc, &dir)?;
                         r.fds.push((w, fd));
+                        r.lower_at.extend(loc.placed(li, name));
                         stop = opaque;
+                        next = n;
                     }
-                    found = Some(r);
+                    *found = Some(r);
                     if stop {
                         break;
                     }
@@ -148,11 +272,13 @@ impl Overlay {
                         f.origin = Some((st.st_dev, st.st_ino, st.st_nlink));
                     }
                     f.lowers.push(li);
-                    let (fd, opaque) = self.open_lower_child(parent, li, &cname)?;
+                    let (fd, opaque, n) = self.open_found(parent, li, &loc, &dir)?;
                     f.fds.push((w, fd));
+                    f.lower_at.extend(loc.placed(li, name));
                     if opaque {
                         break;
                     }
+                    next = n;
                 }
                 Some(f) => {
                     if kind == f.kind {
@@ -162,8 +288,23 @@ impl Overlay {
                     break;
                 }
             }
+            match (next, &loc) {
+                (None, _) => {}
+                (Some(Value::Absolute(p)), _) => {
+                    layers = self.all_lowers(usize::from(li.0) + 1);
+                    i = 0;
+                    loc = Loc::Abs(p);
+                }
+                (Some(Value::Relative(n)), Loc::Here(..)) => loc = Loc::Here(sys::cstr(&n)?, n),
+                (Some(Value::Relative(n)), Loc::Abs(p)) => {
+                    let mut p = p.clone();
+                    p.pop();
+                    p.push(n);
+                    loc = Loc::Abs(p);
+                }
+            }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// What the upper layer holds at `name` in `parent`.
@@ -182,9 +323,11 @@ impl Overlay {
             lowers: Vec::new(),
             origin: None,
             fds: Vec::new(),
+            redirect: None,
+            lower_at: Vec::new(),
         };
         if kind != FileType::Directory {
-            return Ok(Upper::Merge(r));
+            return Ok(Upper::Merge(r, None));
         }
         // A directory the mount already knows: its fd (which pins that inode, so the number
         // can't have been reused) serves. Else open it, and take the fd's own stat: the inode
@@ -206,12 +349,16 @@ impl Overlay {
                 (fd, opaque)
             }
         };
-        r.fds.push((Which::Upper, fd));
-        Ok(if opaque {
-            Upper::Final(r)
+        let rd = if opaque {
+            None
         } else {
-            Upper::Merge(r)
-        })
+            self.read_redirect(fd.as_fd())?
+        };
+        r.fds.push((Which::Upper, fd));
+        if opaque {
+            return Ok(Upper::Final(r));
+        }
+        Ok(Upper::Merge(r, rd))
     }
 
     fn open_lower_child(
@@ -329,6 +476,8 @@ impl Overlay {
             upper: r.upper,
             lowers: r.lowers.clone(),
             upper_ino: None,
+            redirect: r.redirect.clone(),
+            lower_at: Arc::new(r.lower_at.clone()),
         };
         let node = self.nodes.lookup_or_insert(id, ino, r.kind, make);
         node.update(|s| {
@@ -336,6 +485,8 @@ impl Overlay {
             if r.upper || !s.upper {
                 s.upper = r.upper;
                 s.lowers = r.lowers.clone();
+                s.redirect = r.redirect.clone();
+                s.lower_at = Arc::new(r.lower_at.clone());
             }
         });
         node.add_link(parent, name);

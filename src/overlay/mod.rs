@@ -51,6 +51,7 @@ pub mod node;
 pub mod owners;
 pub mod place;
 pub mod readdir;
+pub mod redirect;
 pub mod rename;
 mod setup;
 pub mod whiteout;
@@ -76,6 +77,8 @@ pub struct Config {
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
     pub userxattr: bool,
+    /// Rename merged and lower directories with redirects (`redirect.rs`); off: EXDEV.
+    pub redirect_dir: bool,
     pub fsync: bool,
     /// Owner translation and override xattrs (`owners.rs`).
     pub ownership: owners::Ownership,
@@ -122,6 +125,7 @@ pub struct Overlay {
     devs: Vec<u64>,
     opaque_xattr: &'static CStr,
     fsync: bool,
+    redirect_dir: bool,
     tmp_seq: AtomicU64,
     pub(crate) owners: owners::Ownership,
     pub(crate) quirks: Quirks,
@@ -176,6 +180,7 @@ impl Overlay {
                 whiteout::TRUSTED_OPAQUE
             },
             fsync: cfg.fsync,
+            redirect_dir: cfg.redirect_dir && !cfg.userxattr,
             tmp_seq: AtomicU64::new(seed()),
             owners: cfg.ownership.clone(),
             quirks: cfg.quirks,
@@ -195,6 +200,8 @@ impl Overlay {
             upper: ov.rw.is_some(),
             lowers: (0..ov.lowers.len()).map(|i| LowerIdx(i as u16)).collect(),
             upper_ino: None,
+            redirect: None,
+            lower_at: Arc::default(),
         };
         // The root shows the inode number of the upper root (else the top lower's), like
         // overlayfs; its node id is FUSE's fixed root id.

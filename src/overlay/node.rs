@@ -50,6 +50,20 @@ pub struct NodeState {
     pub lowers: Vec<LowerIdx>,
     /// The upper inode number, registered in `NodeTable::by_upper` while the node lives.
     pub upper_ino: Option<u64>,
+    /// Directories renamed with `redirect_dir`: where their lower copies are (`redirect.rs`).
+    pub redirect: Option<Arc<super::redirect::Redirect>>,
+    /// Directories: the lower copies that a redirect (in upper or in a lower layer) put
+    /// elsewhere than at this node's name in its parent's copy of that layer.
+    pub lower_at: Arc<Vec<(LowerIdx, LowerAt)>>,
+}
+
+/// Where a directory's copy in one lower layer is, when a redirect moved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LowerAt {
+    /// At this name in the parent's copy in that layer (a relative redirect).
+    Name(OsString),
+    /// At this path from the layer's root (an absolute redirect).
+    Path(Vec<OsString>),
 }
 
 /// What one lower layer's copy of a directory holds, read once: lower layers never change,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use rustix::fs::{FileType, Stat};
 use rustix::io::Errno;
 
-use super::node::{Node, NodeId};
+use super::node::{LowerAt, Node, NodeId};
 use super::{Overlay, Which};
 use crate::sys::nofollow::{self, Target};
 use crate::{Error, Result, sys};
@@ -126,13 +126,31 @@ impl Overlay {
             if let Some(fd) = cur.dir_fd(w) {
                 break DirFd::Shared(fd);
             }
+            // A redirect may have put this directory's copy in a lower layer elsewhere.
+            let at = match w {
+                Which::Lower(li) => cur
+                    .state()
+                    .lower_at
+                    .iter()
+                    .find(|(l, _)| *l == li)
+                    .map(|(_, a)| a.clone()),
+                Which::Upper => None,
+            };
+            if let (Which::Lower(li), Some(LowerAt::Path(p))) = (w, &at) {
+                let opened = self.walk_lower(li, p)?.ok_or(Error::Sys(Errno::STALE))?;
+                break DirFd::Shared(cur.keep_dir_fd(w, Arc::new(opened)));
+            }
             let link = cur
                 .state()
                 .links
                 .first()
                 .cloned()
                 .ok_or(Error::Sys(Errno::STALE))?;
-            chain.push((cur, sys::cstr(&link.name)?));
+            let name = match at {
+                Some(LowerAt::Name(n)) => n,
+                _ => link.name,
+            };
+            chain.push((cur, sys::cstr(&name)?));
             cur = link.parent;
         };
         for (n, name) in chain.iter().rev() {

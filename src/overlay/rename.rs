@@ -1,7 +1,9 @@
 //! rename(2) through the union, with RENAME_NOREPLACE and RENAME_EXCHANGE.
 //!
-//! Like overlayfs with redirect_dir=off: a directory that exists in a lower layer can't be
-//! renamed (EXDEV, so `mv` falls back to copying); files are copied up and renamed in upper.
+//! Like overlayfs: with `redirect_dir` (the default) a directory that exists in a lower layer
+//! is copied up alone (not its contents) and renamed in upper with a redirect to its lower
+//! copies (`redirect.rs`); without it such a rename fails with EXDEV (so `mv` falls back to
+//! copying). Files are copied up and renamed in upper.
 //! The old name gets a whiteout when a lower layer still shows it (RENAME_WHITEOUT, atomic);
 //! an upper-only directory moved over a name a lower layer shows becomes opaque.
 //!
@@ -121,7 +123,7 @@ impl Overlay {
         let dst_node = dst
             .as_ref()
             .and_then(|d| self.nodes.get(self.id_of(new.parent.id, new.name, d).0));
-        if merged_dir(&src) {
+        if merged_dir(&src) && !self.redirect_dir {
             return Err(Error::Sys(Errno::XDEV));
         }
         match &dst {
@@ -129,7 +131,9 @@ impl Overlay {
             Some(_) if flags.contains(RenameFlags::NOREPLACE) => {
                 return Err(Error::Sys(Errno::EXIST));
             }
-            Some(d) if exchange && merged_dir(d) => return Err(Error::Sys(Errno::XDEV)),
+            Some(d) if exchange && merged_dir(d) && !self.redirect_dir => {
+                return Err(Error::Sys(Errno::XDEV));
+            }
             Some(_) if exchange => {}
             Some(d) => {
                 if is_dir(&src) && !is_dir(d) {
@@ -186,6 +190,32 @@ impl Overlay {
         Ok(())
     }
 
+    /// Before directory `r` moves into `to`: a merged or lower one gets a redirect to its
+    /// lower copies; an upper-only one moving into a merged directory becomes opaque (nothing
+    /// a lower layer has under its new name may merge into it). As the kernel's `ovl_rename`.
+    fn mark_moved(
+        &self,
+        r: &Resolved,
+        node: Option<&Arc<Node>>,
+        to: &Arc<Node>,
+        (dir, name): (BorrowedFd<'_>, &CStr),
+        samedir: bool,
+    ) -> Result<()> {
+        if merged_dir(r) {
+            let node = node.ok_or(Error::Sys(Errno::STALE))?;
+            return self.set_redirect(node, dir, name, samedir);
+        }
+        if is_dir(r) && !to.state().lowers.is_empty() && !self.upper_opaque(dir, name)? {
+            self.set_opaque(dir, name)?;
+        }
+        Ok(())
+    }
+
+    fn upper_opaque(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<bool> {
+        let v = nofollow::get_xattr(Target::At(dir, name), self.opaque_xattr());
+        Ok(matches!(v, Ok(Some(v)) if v == b"y"))
+    }
+
     fn exchange(
         &self,
         plan: &Plan,
@@ -193,12 +223,22 @@ impl Overlay {
         new: &Side<'_>,
         (ufd_old, ufd_new): (BorrowedFd<'_>, BorrowedFd<'_>),
     ) -> Result<()> {
-        let dst_dir = plan.dst.as_ref().is_some_and(is_dir);
-        if is_dir(&plan.src) && !new.parent.state().lowers.is_empty() {
-            self.set_opaque(ufd_old, old.cname)?;
-        }
-        if dst_dir && !old.parent.state().lowers.is_empty() {
-            self.set_opaque(ufd_new, new.cname)?;
+        let samedir = old.parent.id == new.parent.id;
+        self.mark_moved(
+            &plan.src,
+            plan.src_node.as_ref(),
+            new.parent,
+            (ufd_old, old.cname),
+            samedir,
+        )?;
+        if let Some(dst) = &plan.dst {
+            self.mark_moved(
+                dst,
+                plan.dst_node.as_ref(),
+                old.parent,
+                (ufd_new, new.cname),
+                samedir,
+            )?;
         }
         sys::rename(
             ufd_old,
@@ -234,9 +274,14 @@ impl Overlay {
             sys::rename(ufd_new, new.cname, work, &tmp, RenameFlags::empty())?;
             aside = Some(tmp);
         }
-        if src_dir && !new.parent.state().lowers.is_empty() {
-            self.set_opaque(ufd_old, old.cname)?;
-        }
+        let samedir = old.parent.id == new.parent.id;
+        self.mark_moved(
+            &plan.src,
+            plan.src_node.as_ref(),
+            new.parent,
+            (ufd_old, old.cname),
+            samedir,
+        )?;
         let rflags = if old_lower {
             RenameFlags::WHITEOUT
         } else {
