@@ -64,8 +64,9 @@ pub fn mount_overlay(
             noxattrs: opts.noxattrs,
         },
     };
-    check_fuse_access(opts)?;
+    // The runtime dir first: a foreign or planted one is refused whatever else is wrong.
     let run = RunDir::open()?;
+    check_fuse_access(opts)?;
     let ov = Arc::new(Overlay::new(&cfg)?);
     if debug {
         log::set_max_level(log::LevelFilter::Debug);

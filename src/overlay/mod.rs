@@ -194,6 +194,8 @@ impl Overlay {
                  using user.overlay.* markers, as -o userxattr does"
             );
             ov.opaque_xattr = whiteout::USER_OPAQUE;
+            // As with an explicit userxattr (and the kernel's userxattr default): no redirects.
+            ov.redirect_dir = false;
         }
         let root_state = NodeState {
             links: Vec::new(),
