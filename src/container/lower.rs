@@ -15,7 +15,7 @@ use rustix::fs::{FileType, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::image::pack::sorted_names;
-use crate::overlay::whiteout::{dir_is_opaque, is_wh_name};
+use crate::overlay::whiteout::{fd_is_opaque, is_wh_name};
 use crate::{Error, Result, sys};
 
 /// Layers, top first, each reached through a held directory fd.
@@ -90,8 +90,42 @@ impl LayerStack {
         Ok(DirLayers(v))
     }
 
+    /// Opens `rel` beneath layer `layer` with no symlink in any component: a layer (a
+    /// container's upper above all) may change while it is read, and nothing may lead out of it.
+    fn beneath(
+        &self,
+        layer: usize,
+        rel: &CStr,
+        flags: OFlags,
+    ) -> std::result::Result<OwnedFd, Errno> {
+        rustix::fs::openat2(
+            self.fd(layer),
+            rel,
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::BENEATH
+                | rustix::fs::ResolveFlags::NO_SYMLINKS
+                | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
+    /// Stat of `rel` in layer `layer`, its parent reached without following symlinks.
+    fn lstat_beneath(&self, layer: usize, rel: &CStr) -> std::result::Result<Stat, Errno> {
+        let b = rel.to_bytes();
+        match b.iter().rposition(|&c| c == b'/') {
+            None => sys::lstat_at(self.fd(layer), rel),
+            Some(i) => {
+                let parent = CString::new(&b[..i]).map_err(|_| Errno::INVAL)?;
+                let name = CString::new(&b[i + 1..]).map_err(|_| Errno::INVAL)?;
+                let pfd = self.beneath(layer, &parent, OFlags::PATH | OFlags::DIRECTORY)?;
+                sys::lstat_at(pfd.as_fd(), &name)
+            }
+        }
+    }
+
     fn opaque(&self, layer: usize, rel: &CStr) -> Result<bool> {
-        dir_is_opaque(self.fd(layer), rel)
+        self.beneath(layer, rel, OFlags::RDONLY | OFlags::DIRECTORY)
+            .and_then(|fd| fd_is_opaque(fd.as_fd()))
             .map_err(|e| Error::io("read xattrs", self.path(layer).join(os(rel)), e.into()))
     }
 
@@ -99,9 +133,10 @@ impl LayerStack {
     pub fn lookup(&self, parent: &DirLayers, rel: &CStr) -> Result<Found> {
         let mut found: Option<(Stat, Vec<usize>)> = None;
         for &i in &parent.0 {
-            let st = match sys::lstat_at(self.fd(i), rel) {
+            let st = match self.lstat_beneath(i, rel) {
                 Ok(st) => st,
-                Err(Errno::NOENT | Errno::NOTDIR) => continue,
+                // ELOOP: a component is a symlink in this layer, so the name isn't there.
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
                 Err(e) => {
                     return Err(Error::io("stat", self.path(i).join(os(rel)), e.into()));
                 }
@@ -157,7 +192,8 @@ impl LayerStack {
         // name -> visible (false: hidden by a whiteout above)
         let mut seen: BTreeMap<CString, bool> = BTreeMap::new();
         for &i in &dir.0 {
-            let fd = sys::open_at(self.fd(i), rel, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+            let fd = self
+                .beneath(i, rel, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| Error::io("open", self.path(i).join(os(rel)), e.into()))?;
             let names = sorted_names(fd.as_fd())
                 .map_err(|e| Error::io("read directory", self.path(i).join(os(rel)), e.into()))?;

@@ -81,23 +81,6 @@ pub fn wh_name(name: &OsStr) -> std::ffi::OsString {
 
 use std::os::unix::ffi::OsStringExt;
 
-/// Is the directory `rel` (beneath `dir`) opaque by any of the markers above?
-pub fn dir_is_opaque(dir: BorrowedFd<'_>, rel: &CStr) -> Result<bool, Errno> {
-    for name in [TRUSTED_OPAQUE, USER_OPAQUE] {
-        match sys::lgetxattr(dir, rel, name) {
-            Ok(Some(v)) if v.as_slice() == b"y" => return Ok(true),
-            Ok(_) | Err(Errno::NOTSUP | Errno::PERM) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let marker = sys::join(rel, OsStr::from_bytes(WH_OPAQUE_NAME.to_bytes()));
-    match sys::lstat_at(dir, &marker) {
-        Ok(_) => Ok(true),
-        Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Is the directory behind `fd` opaque by any of the markers above? (The overlay's form: no
 /// path is walked.)
 pub fn fd_is_opaque(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
